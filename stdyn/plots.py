@@ -1,0 +1,131 @@
+"""Figures in the style of the paper's Fig. 3, drawn from the tidy frames of ``Measurement``."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+import torch
+
+from stdyn.estimator import CATEGORIES
+
+COLORS = {
+    "dynamic": "#2c6fbb",
+    "static": "#d1453b",
+    "joint": "#8e5bb5",
+    "residual": "#b8b8b8",
+    "dead": "#404040",
+    "identical": "#e0e0e0",
+}
+
+
+def _axes(ax: plt.Axes | None, size: tuple[float, float]) -> plt.Axes:
+    return ax if ax is not None else plt.subplots(figsize=size)[1]
+
+
+def layer_bars(frame: pd.DataFrame, ax: plt.Axes | None = None, title: str | None = None) -> plt.Axes:
+    """Dynamic and static percentages per layer (from ``Measurement.to_frame()``), with intervals."""
+    data = frame[frame["factor"].isin(["dynamic", "static"])].copy()
+    data["percent"] = 100 * data["fraction"]
+    layers = list(dict.fromkeys(data["layer"]))
+    ax = _axes(ax, (max(4.0, 0.9 * len(layers) + 1.5), 3.2))
+    width = 0.38
+    x = np.arange(len(layers))
+    for offset, factor in ((-width / 2, "dynamic"), (width / 2, "static")):
+        rows = data[data["factor"] == factor].set_index("layer").loc[layers]
+        lo, hi = 100 * rows["fraction_lo"].to_numpy(), 100 * rows["fraction_hi"].to_numpy()
+        err = None
+        if np.isfinite(lo).all():
+            err = np.vstack([rows["percent"] - lo, hi - rows["percent"]]).clip(min=0)
+        ax.bar(x + offset, rows["percent"], width, yerr=err, color=COLORS[factor], label=factor.capitalize(),
+               capsize=2, error_kw={"lw": 0.8})
+    ax.set_xticks(x, layers, rotation=30 if len(layers) > 5 else 0, ha="right" if len(layers) > 5 else "center")
+    ax.set_ylabel("units encoding factor (%)")
+    ax.set_ylim(0, max(50.0, float(data["percent"].max()) + 8))
+    ax.legend(frameon=False, ncol=2, loc="upper left")
+    sns.despine(ax=ax)
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def unit_bars(units: pd.DataFrame, ax: plt.Axes | None = None, title: str | None = None,
+              label: str = "layer") -> plt.Axes:
+    """Stacked horizontal bars of unit categories per layer (from ``Measurement.units_frame()``)."""
+    table = units.pivot_table(index=label, columns="category", values="percent", sort=False).fillna(0.0)
+    table = table.reindex(columns=[c for c in CATEGORIES if c in table.columns])
+    if "dead" in table and not table["dead"].any():
+        table = table.drop(columns="dead")
+    ax = _axes(ax, (6.0, 0.45 * len(table) + 1.2))
+    left = np.zeros(len(table))
+    for category in table.columns:
+        ax.barh(table.index.astype(str), table[category], left=left, color=COLORS[category],
+                label=category.capitalize(), height=0.7)
+        left += table[category].to_numpy()
+    ax.invert_yaxis()
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("units (%)")
+    ax.legend(frameon=False, ncol=len(table.columns), loc="lower center", bbox_to_anchor=(0.5, 1.0))
+    sns.despine(ax=ax)
+    if title:
+        ax.set_title(title, pad=24)
+    return ax
+
+
+def unit_scatter(frame: pd.DataFrame, threshold: float = 0.5, ax: plt.Axes | None = None,
+                 title: str | None = None) -> plt.Axes:
+    """Each channel's static vs dynamic score (from ``UnitwiseResult.to_frame()``), by category."""
+    ax = _axes(ax, (4.2, 4.0))
+    alive = frame[frame["category"] != "dead"]
+    sns.scatterplot(data=alive, x="static", y="dynamic", hue="category", palette=COLORS, ax=ax, s=28,
+                    hue_order=[c for c in CATEGORIES if c in set(alive["category"])])
+    ax.axvline(threshold, color="k", lw=0.8, ls="--")
+    ax.axhline(threshold, color="k", lw=0.8, ls="--")
+    low = min(-0.1, float(alive[["static", "dynamic"]].min().min()) - 0.05)
+    ax.set(xlim=(low, 1.05), ylim=(low, 1.05), xlabel="static score $s_{static}$", ylabel="dynamic score $s_{dynamic}$")
+    ax.legend(frameon=False, fontsize="small")
+    sns.despine(ax=ax)
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def clip_strip(clips: Sequence[torch.Tensor], labels: Sequence[str], frames: Sequence[int] | None = None,
+               title: str | None = None) -> plt.Figure:
+    """Rows of frames, one row per clip (3, T, H, W), labelled on the left."""
+    n_frames = clips[0].shape[1]
+    frames = list(frames) if frames is not None else list(np.linspace(0, n_frames - 1, min(n_frames, 6)).astype(int))
+    fig, axes = plt.subplots(len(clips), len(frames), figsize=(1.25 * len(frames) + 1.2, 1.25 * len(clips)),
+                             squeeze=False)
+    for row, (clip, label) in enumerate(zip(clips, labels)):
+        for col, t in enumerate(frames):
+            ax = axes[row, col]
+            ax.imshow(clip[:, t].permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(f"frame {t}", fontsize="small")
+        axes[row, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize="small")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def explore(measurement: Any, thresholds: Sequence[float] = (0.3, 0.4, 0.5, 0.6, 0.7)) -> Any:
+    """An ipywidgets explorer over layer and threshold (for readers running the notebook live)."""
+    import ipywidgets as widgets
+
+    def show(layer: str, threshold: float) -> None:
+        result = measurement.unitwise(layer, threshold)
+        fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.8))
+        unit_scatter(result.to_frame(), threshold, ax=axes[0], title=layer)
+        unit_bars(result.summary(), ax=axes[1], title=f"threshold {threshold}")
+        fig.tight_layout()
+        plt.show()
+
+    return widgets.interact(show, layer=measurement.layers, threshold=widgets.SelectionSlider(
+        options=list(thresholds), value=0.5 if 0.5 in thresholds else thresholds[0]))

@@ -1,0 +1,22 @@
+"""Test-session settings shared by every test file."""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+_session_cache: str | None = None
+
+
+def pytest_configure(config) -> None:
+    """Give the session its own empty cache (``STDYN_CACHE``), shared by all its tests and by
+    the notebook kernels they start, and keep child processes to one thread each."""
+    global _session_cache
+    _session_cache = tempfile.mkdtemp(prefix="stdyn-test-cache-")
+    os.environ["STDYN_CACHE"] = _session_cache
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def pytest_unconfigure(config) -> None:
+    if _session_cache:
+        shutil.rmtree(_session_cache, ignore_errors=True)
