@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-PROFILE ?= quick
+PROFILE ?= $(or $(STDYN_PROFILE),quick)
 
 .PHONY: book test install clean
 

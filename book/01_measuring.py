@@ -122,6 +122,12 @@ colour_corr.round(2)
 # factor, $s_F(c)$, and a threshold $\lambda$ sorts channels into *dynamic* ($s_{dyn} > \lambda \ge s_{stat}$),
 # *static*, *joint* (both above) and *residual* (neither); channels with zero variance are
 # reported as *dead*. All statistics stream in float64 and merge across batches and processes.
+#
+# One consequence of pairing *different* styles is worth knowing when reading the figures: a
+# channel that responds only to the style gets a negative dynamic score, near $-1/(S-1) = -1/3$
+# with $S = 4$ styles, because the two members of a dynamic pair never share a style, so their
+# per-style offsets are anti-correlated. Negative scores mean "carries the other factor", not
+# "broken".
 
 # %% [markdown]
 # ## 3. Validation: a network whose answer is known
@@ -187,16 +193,14 @@ ci_frame.pivot_table(index="clips", columns="factor", values="interval width").r
 # before any training, makes its layers respond to.
 
 # %%
-from stdyn.videos import VideoFolder, sample_clips
+from stdyn.videos import VideoFolder, list_videos, sample_videos
 
 if videos == "synthetic":
     own_clips = moving_object_clips(SIZES["n_own"], frames=SIZES["own_frames"], size=SIZES["own_size"], seed=seed)
-elif videos == "samples":
-    own_clips = sample_clips(frames=SIZES["own_frames"], size=SIZES["own_size"],
-                             clips_per_video=max(1, SIZES["n_own"] // 4))
 else:
-    own_clips = VideoFolder(videos, frames=SIZES["own_frames"], size=SIZES["own_size"],
-                            clips_per_video=max(1, SIZES["n_own"] // 4))
+    files = sample_videos() if videos == "samples" else list_videos(videos)
+    own_clips = VideoFolder(files, frames=SIZES["own_frames"], size=SIZES["own_size"],
+                            clips_per_video=-(-SIZES["n_own"] // len(files)))
 own_model = models.create(model, num_classes=400, weights=weights)
 display(models.describe(own_model))
 own = stdyn.measure(own_model, own_clips, layers, batch_size=4, seed=seed, bootstrap=SIZES["boot"], device=device)

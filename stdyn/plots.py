@@ -42,7 +42,8 @@ def layer_bars(frame: pd.DataFrame, ax: plt.Axes | None = None, title: str | Non
             err = np.vstack([rows["percent"] - lo, hi - rows["percent"]]).clip(min=0)
         ax.bar(x + offset, rows["percent"], width, yerr=err, color=COLORS[factor], label=factor.capitalize(),
                capsize=2, error_kw={"lw": 0.8})
-    ax.set_xticks(x, layers, rotation=30 if len(layers) > 5 else 0, ha="right" if len(layers) > 5 else "center")
+    crowded = sum(len(layer) for layer in layers) > 6 * len(layers) + 4
+    ax.set_xticks(x, layers, rotation=30 if crowded else 0, ha="right" if crowded else "center")
     ax.set_ylabel("units encoding factor (%)")
     ax.set_ylim(0, max(50.0, float(data["percent"].max()) + 8))
     ax.legend(frameon=False, ncol=2, loc="upper left")
@@ -115,9 +116,14 @@ def clip_strip(clips: Sequence[torch.Tensor], labels: Sequence[str], frames: Seq
     return fig
 
 
-def explore(measurement: Any, thresholds: Sequence[float] = (0.3, 0.4, 0.5, 0.6, 0.7)) -> Any:
-    """An ipywidgets explorer over layer and threshold (for readers running the notebook live)."""
+def explore(measurement: Any, thresholds: Sequence[float] = (0.3, 0.4, 0.5, 0.6, 0.7)) -> None:
+    """Unit scores and categories of a measured layer, at a threshold.
+
+    Draws the last layer at the default threshold as a plain figure (what a static page shows),
+    then an ipywidgets explorer over layer and threshold for readers running the notebook live.
+    """
     import ipywidgets as widgets
+    from IPython.display import display
 
     def show(layer: str, threshold: float) -> None:
         result = measurement.unitwise(layer, threshold)
@@ -127,5 +133,9 @@ def explore(measurement: Any, thresholds: Sequence[float] = (0.3, 0.4, 0.5, 0.6,
         fig.tight_layout()
         plt.show()
 
-    return widgets.interact(show, layer=measurement.layers, threshold=widgets.SelectionSlider(
-        options=list(thresholds), value=0.5 if 0.5 in thresholds else thresholds[0]))
+    default = 0.5 if 0.5 in thresholds else thresholds[0]
+    show(measurement.layers[-1], default)
+    display(widgets.interactive(
+        show, layer=widgets.Dropdown(options=measurement.layers, value=measurement.layers[-1]),
+        threshold=widgets.SelectionSlider(options=list(thresholds), value=default),
+    ))
