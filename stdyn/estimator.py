@@ -241,10 +241,7 @@ class PairStats:
         """Boolean (C,): channels whose variance is zero in either factor."""
         dead = np.zeros(self.n_channels, dtype=bool)
         for factor in FACTORS:
-            _, variance = self._factor_terms(factor)
-            m = self.moments[factor]
-            scale = np.maximum(1.0, np.maximum(np.abs(m["mean1"][0]), np.abs(m["mean2"][0])))
-            dead |= variance[0] <= (DEAD_TOLERANCE * scale) ** 2
+            dead |= np.isnan(self.factor_unit_scores(factor))
         return dead
 
     def layer_scores(self, method: str = "normalized") -> dict[str, np.ndarray]:
@@ -294,6 +291,22 @@ class PairStats:
             score[:, dead] = np.nan
             scores[factor] = score
         return scores
+
+    def factor_unit_scores(self, factor: str) -> np.ndarray:
+        """s_F (C,) of one factor alone (eq. 2), NaN where that factor's variance is zero.
+
+        Needs pairs of ``factor`` only, e.g. a batch and its frame-shuffled copy for StaticDropout.
+        """
+        _check_factor(factor)
+        if self.n_pairs[factor] < 2:
+            raise ValueError(f"need at least 2 {factor} pairs, got {self.n_pairs[factor]}")
+        cross, variance = self._factor_terms(factor)
+        m = self.moments[factor]
+        scale = np.maximum(1.0, np.maximum(np.abs(m["mean1"][0]), np.abs(m["mean2"][0])))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            score = cross[0] / variance[0]
+        score[variance[0] <= (DEAD_TOLERANCE * scale) ** 2] = np.nan
+        return score
 
     def unitwise(self, threshold: float = 0.5) -> UnitwiseResult:
         """The unit-wise result (eqs. 2-3) at threshold lambda."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 
-import cv2
 import numpy as np
 import torch
 from torch import Tensor
@@ -113,6 +112,8 @@ def farneback(clip: Tensor, **options: float) -> Tensor:
         raise ValueError(f"unknown Farneback options {sorted(unknown)}; valid: {sorted(params)}")
     params.update(options)
     rgb = (clip.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 3, 0).cpu().numpy()
+    import cv2  # imported here so that machines without OpenCV can still import stdyn
+
     grey = [cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY) for frame in rgb]
     flows = [
         cv2.calcOpticalFlowFarneback(prev, nxt, None, params["pyr_scale"], int(params["levels"]),

@@ -13,8 +13,6 @@ import importlib.util
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import av
-import cv2
 import numpy as np
 import torch
 from torch import Tensor
@@ -55,6 +53,8 @@ def fit_square(frame: np.ndarray, size: int) -> np.ndarray:
     height, width = frame.shape[:2]
     scale = size / min(height, width)
     new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
+    import cv2  # imported here so that GPU boxes without OpenCV can still import stdyn
+
     interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
     resized = cv2.resize(frame, (new_w, new_h), interpolation=interpolation)
     top, left = (new_h - size) // 2, (new_w - size) // 2
@@ -70,6 +70,8 @@ def _decode(path: str | Path, *, max_frames: int | None = None, size: int | None
 
 
 def _frames(path: Path, max_frames: int | None, size: int | None) -> Iterator[np.ndarray]:
+    import av  # imported here so that machines without PyAV can still import stdyn
+
     if not path.is_file():
         raise VideoReadError(path, "no such file")
     try:

@@ -266,3 +266,13 @@ def test_two_gloo_processes_give_the_single_process_result(tmp_path: Path):
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count("RANK_OK") == 2
+
+
+def test_factor_unit_scores_need_only_that_factor():
+    rng = np.random.default_rng(10)
+    pairs = random_pairs(rng)
+    stats = PairStats(12)
+    stats.update("static", *pairs["static"])
+    np.testing.assert_allclose(stats.factor_unit_scores("static"), naive(pairs)["unit"]["static"], atol=1e-10)
+    with pytest.raises(ValueError, match="at least 2 dynamic pairs"):
+        stats.factor_unit_scores("dynamic")

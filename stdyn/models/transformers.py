@@ -1,0 +1,331 @@
+"""Small video transformers: TimeSformer (divided space-time attention) and MViT (pooling attention).
+
+Both keep their tokens as (B, N, C) between blocks, so every block's output is measurable as
+tokens; the head averages the tokens (no class token).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from stdyn.models.common import ClassifierHead, Normalize, Stage, TemporalSubsample, init_weights
+
+Grid = tuple[int, int, int]  # token grid (T, H, W)
+
+
+class SeparablePositionEmbedding(nn.Module):
+    """Learned spatial (H x W) plus temporal (T) position embeddings, resized when the grid differs."""
+
+    def __init__(self, dim: int, grid: Grid) -> None:
+        super().__init__()
+        frames, height, width = grid
+        self.spatial = nn.Parameter(torch.zeros(1, dim, height, width))
+        self.temporal = nn.Parameter(torch.zeros(1, dim, frames))
+        nn.init.trunc_normal_(self.spatial, std=0.02)
+        nn.init.trunc_normal_(self.temporal, std=0.02)
+
+    def forward(self, tokens: Tensor, grid: Grid) -> Tensor:
+        frames, height, width = grid
+        spatial = self.spatial
+        if spatial.shape[-2:] != (height, width):
+            spatial = F.interpolate(spatial, size=(height, width), mode="bilinear", align_corners=False)
+        temporal = self.temporal
+        if temporal.shape[-1] != frames:
+            temporal = F.interpolate(temporal, size=frames, mode="linear", align_corners=False)
+        # (1, C, T, H, W) in the same t-major order as the tokens
+        position = temporal[:, :, :, None, None] + spatial[:, :, None, :, :]
+        return tokens + position.flatten(2).transpose(1, 2)
+
+
+class PatchEmbed(nn.Module):
+    """Conv3d patchify (B, 3, T, H, W) -> tokens (B, T'H'W', C), t-major, and the grid (T', H', W')."""
+
+    def __init__(self, dim: int, kernel: Grid, stride: Grid) -> None:
+        super().__init__()
+        padding = tuple((k - s + 1) // 2 for k, s in zip(kernel, stride))
+        self.proj = nn.Conv3d(3, dim, kernel, stride=stride, padding=padding)
+
+    def forward(self, clips: Tensor) -> tuple[Tensor, Grid]:
+        x = self.proj(clips)
+        grid = tuple(x.shape[2:])
+        return x.flatten(2).transpose(1, 2), grid  # type: ignore[return-value]
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention over (B, N, C) tokens."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim {dim} must be divisible by heads {heads}")
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        batch, length, dim = x.shape
+        q, k, v = self.qkv(x).view(batch, length, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(out.transpose(1, 2).reshape(batch, length, dim))
+
+
+def mlp(dim: int, hidden: int, out_dim: int | None = None) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, out_dim or dim))
+
+
+class DividedSpaceTimeBlock(nn.Module):
+    """TimeSformer block: temporal attention (same position across frames), then spatial (within a frame), then MLP."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0) -> None:
+        super().__init__()
+        self.norm_time = nn.LayerNorm(dim)
+        self.attn_time = Attention(dim, heads)
+        self.time_fc = nn.Linear(dim, dim)
+        self.norm_space = nn.LayerNorm(dim)
+        self.attn_space = Attention(dim, heads)
+        self.norm_mlp = nn.LayerNorm(dim)
+        self.mlp = mlp(dim, round(dim * mlp_ratio))
+
+    def forward(self, x: Tensor, grid: Grid) -> Tensor:
+        batch, _, dim = x.shape
+        frames, height, width = grid
+        positions = height * width
+        # temporal attention: sequences of `frames` tokens, one per spatial position
+        xt = x.view(batch, frames, positions, dim).transpose(1, 2).reshape(batch * positions, frames, dim)
+        xt = self.time_fc(self.attn_time(self.norm_time(xt)))
+        x = x + xt.view(batch, positions, frames, dim).transpose(1, 2).reshape(batch, -1, dim)
+        # spatial attention: sequences of `positions` tokens, one per frame
+        xs = x.reshape(batch * frames, positions, dim)
+        x = x + self.attn_space(self.norm_space(xs)).view(batch, -1, dim)
+        return x + self.mlp(self.norm_mlp(x))
+
+
+class TimeSformer(nn.Module):
+    """``normalize``, ``sample``, ``embed`` (per-frame patches), ``pos``, ``blocks.*``, ``norm``, ``head``.
+
+    Like the paper's TimeSformer (8 frames, 32 apart), it sees a sparse set of frames: every
+    ``frame_stride``-th frame of the clip.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        dim: int = 64,
+        depth: int = 4,
+        heads: int = 4,
+        patch: int = 8,
+        frames: int = 16,
+        size: int = 32,
+        frame_stride: int = 2,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.normalize = Normalize()
+        self.sample = TemporalSubsample(frame_stride)
+        self.embed = PatchEmbed(dim, (1, patch, patch), (1, patch, patch))
+        grid = (-(-frames // frame_stride), size // patch, size // patch)
+        self.pos = SeparablePositionEmbedding(dim, grid)
+        self.blocks = nn.ModuleList(DividedSpaceTimeBlock(dim, heads) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim)
+        self.head = ClassifierHead(dim, num_classes, dropout, tokens=True)
+        self.stages = [Stage(f"blocks.{i}", dim, "block") for i in range(depth)]
+        init_weights(self)
+        for block in self.blocks:
+            # as in TimeSformer: the temporal branch starts switched off
+            nn.init.zeros_(block.time_fc.weight)
+            nn.init.zeros_(block.time_fc.bias)
+
+    def forward(self, clips: Tensor) -> Tensor:
+        x, grid = self.embed(self.sample(self.normalize(clips)))
+        x = self.pos(x, grid)
+        for block in self.blocks:
+            x = block(x, grid)
+        return self.head(self.norm(x))
+
+
+def tokens_to_grid(tokens: Tensor, grid: Grid) -> Tensor:
+    """(B, T*H*W, C) tokens as a (B, C, T, H, W) view (channels-last memory, no copy)."""
+    return tokens.transpose(1, 2).unflatten(2, grid)
+
+
+def _pool_padding(kernel: Grid) -> Grid:
+    return tuple(k // 2 for k in kernel)  # type: ignore[return-value]
+
+
+class TokenPool(nn.Module):
+    """Pool tokens on their (T, H, W) grid: depthwise conv with ``stride``, then LayerNorm."""
+
+    def __init__(self, dim: int, stride: Grid, kernel: Grid = (3, 3, 3)) -> None:
+        super().__init__()
+        self.pool = nn.Conv3d(dim, dim, kernel, stride=stride, padding=_pool_padding(kernel), groups=dim, bias=False)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: Tensor, grid: Grid) -> Tensor:
+        return self.norm(self.pool(tokens_to_grid(x, grid)).flatten(2).transpose(1, 2))
+
+
+class PoolingAttention(nn.Module):
+    """Multi-head pooling attention: queries pooled by ``q_stride``, keys and values by ``kv_stride``.
+
+    A stride of 1 everywhere means no pooling (the tokens pass unchanged).
+    """
+
+    def __init__(self, dim: int, heads: int, q_stride: Grid, kv_stride: Grid) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim {dim} must be divisible by heads {heads}")
+        self.heads = heads
+        self.q_stride = q_stride
+        self.qkv = nn.Linear(dim, 3 * dim)
+        pools_kv = any(s > 1 for s in kv_stride)
+        self.pool_q = TokenPool(dim, q_stride) if any(s > 1 for s in q_stride) else None
+        self.pool_k = TokenPool(dim, kv_stride) if pools_kv else None
+        self.pool_v = TokenPool(dim, kv_stride) if pools_kv else None
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor, grid: Grid) -> Tensor:
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        q = self.pool_q(q, grid) if self.pool_q is not None else q
+        k = self.pool_k(k, grid) if self.pool_k is not None else k
+        v = self.pool_v(v, grid) if self.pool_v is not None else v
+        batch, length, dim = q.shape
+
+        def split_heads(t: Tensor) -> Tensor:
+            return t.reshape(batch, -1, self.heads, dim // self.heads).transpose(1, 2)
+
+        out = F.scaled_dot_product_attention(split_heads(q), split_heads(k), split_heads(v))
+        return self.proj(out.transpose(1, 2).reshape(batch, length, dim))
+
+
+class MultiScaleBlock(nn.Module):
+    """MViT block: pooling attention (skip path max-pooled alike), MLP that may change the width."""
+
+    def __init__(
+        self, dim: int, dim_out: int, heads: int, q_stride: Grid, kv_stride: Grid, mlp_ratio: float = 4.0
+    ) -> None:
+        super().__init__()
+        self.norm_attn = nn.LayerNorm(dim)
+        self.attn = PoolingAttention(dim, heads, q_stride, kv_stride)
+        skip_kernel = tuple(s + 1 if s > 1 else s for s in q_stride)
+        self.pool_skip = (
+            nn.MaxPool3d(skip_kernel, stride=q_stride, padding=_pool_padding(skip_kernel))
+            if any(s > 1 for s in q_stride)
+            else None
+        )
+        self.norm_mlp = nn.LayerNorm(dim)
+        self.mlp = mlp(dim, round(dim * mlp_ratio), dim_out)
+        self.proj = nn.Linear(dim, dim_out) if dim != dim_out else None
+
+    def forward(self, x: Tensor, grid: Grid) -> Tensor:
+        attended = self.attn(self.norm_attn(x), grid)
+        if self.pool_skip is not None:
+            x = self.pool_skip(tokens_to_grid(x, grid)).flatten(2).transpose(1, 2)
+        x = x + attended
+        normed = self.norm_mlp(x)
+        skip = self.proj(normed) if self.proj is not None else x
+        return skip + self.mlp(normed)
+
+    def output_grid(self, grid: Grid) -> Grid:
+        """The token grid after this block's query pooling."""
+        return _strided_grid(grid, self.attn.q_stride)
+
+
+def _strided_grid(grid: Grid, stride: Sequence[int]) -> Grid:
+    return tuple(-(-g // s) for g, s in zip(grid, stride))  # type: ignore[return-value]
+
+
+class MViT(nn.Module):
+    """``normalize``, ``embed`` (3x7x7 cubes, stride 2x4x4), ``pos``, ``blocks.*``, ``norm``, ``head``.
+
+    ``stage_depths`` blocks per scale; each new scale halves the spatial token grid (query pooling
+    in its first block) and doubles width and heads (in the last block of the previous scale, as
+    in MViT). Keys and values are pooled with spatial stride ``kv_stride`` in the first scale, half
+    that in each following one (never below 1, where they are not pooled).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        dim: int = 32,
+        stage_depths: Sequence[int] = (1, 2, 2),
+        heads: int = 1,
+        frames: int = 16,
+        size: int = 32,
+        kv_stride: int = 4,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        embed_stride = (2, 4, 4)
+        self.normalize = Normalize()
+        self.embed = PatchEmbed(dim, (3, 7, 7), embed_stride)
+        self.pos = SeparablePositionEmbedding(dim, _strided_grid((frames, size, size), embed_stride))
+        blocks = []
+        stages = []
+        kv = kv_stride
+        for scale, count in enumerate(stage_depths):
+            for b in range(count):
+                first = b == 0 and scale > 0
+                last_of_scale = b == count - 1 and scale < len(stage_depths) - 1
+                if first:
+                    kv = max(1, kv // 2)
+                dim_out = dim * 2 if last_of_scale else dim
+                blocks.append(
+                    MultiScaleBlock(
+                        dim,
+                        dim_out,
+                        heads * 2**scale,
+                        q_stride=(1, 2, 2) if first else (1, 1, 1),
+                        kv_stride=(1, kv, kv),
+                    )
+                )
+                stages.append(Stage(f"blocks.{len(blocks) - 1}", dim_out, "block"))
+                dim = dim_out
+        self.blocks = nn.ModuleList(blocks)
+        self.norm = nn.LayerNorm(dim)
+        self.head = ClassifierHead(dim, num_classes, dropout, tokens=True)
+        self.stages = stages
+        init_weights(self)
+
+    def forward(self, clips: Tensor) -> Tensor:
+        x, grid = self.embed(self.normalize(clips))
+        x = self.pos(x, grid)
+        for block in self.blocks:
+            x = block(x, grid)
+            grid = block.output_grid(grid)
+        return self.head(self.norm(x))
+
+
+def timesformer(
+    num_classes: int,
+    dim: int = 64,
+    depth: int = 4,
+    heads: int = 4,
+    patch: int = 8,
+    frames: int = 16,
+    size: int = 32,
+    frame_stride: int = 2,
+    dropout: float = 0.0,
+) -> TimeSformer:
+    """TimeSformer: divided space-time attention on ``patch`` x ``patch`` patches of every ``frame_stride``-th frame.
+
+    ``frames`` and ``size`` (of the clips) set the position-embedding grid; other clip sizes are
+    interpolated.
+    """
+    return TimeSformer(num_classes, dim, depth, heads, patch, frames, size, frame_stride, dropout)
+
+
+def mvit(
+    num_classes: int,
+    dim: int = 32,
+    stage_depths: Sequence[int] = (1, 2, 2),
+    heads: int = 1,
+    frames: int = 16,
+    size: int = 32,
+    kv_stride: int = 4,
+    dropout: float = 0.0,
+) -> MViT:
+    """MViT (v1 style) with three scales of widths ``dim`` x (1, 2, 4) by default."""
+    return MViT(num_classes, dim, stage_depths, heads, frames, size, kv_stride, dropout)
