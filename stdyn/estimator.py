@@ -351,6 +351,34 @@ def _interval(samples: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray
     return np.nanquantile(samples, alpha, axis=0), np.nanquantile(samples, 1.0 - alpha, axis=0)
 
 
+@dataclass(frozen=True)
+class Estimate:
+    """A number with its bootstrap replicates (percent or points), for intervals and differences.
+
+    Differences of estimates measured on the same clips with the same seed are paired: replicate
+    r of both resamples the same videos, so ``(a - b).interval()`` is the interval of the
+    difference itself.
+    """
+
+    value: float
+    replicates: np.ndarray = field(repr=False)
+
+    def interval(self, level: float = 0.95) -> tuple[float, float]:
+        if len(self.replicates) == 0:
+            return (np.nan, np.nan)
+        lo, hi = _interval(self.replicates, level)
+        return float(lo), float(hi)
+
+    def __sub__(self, other: Estimate) -> Estimate:
+        if len(self.replicates) != len(other.replicates):
+            raise ValueError("estimates with different numbers of bootstrap replicates cannot be paired")
+        return Estimate(self.value - other.value, self.replicates - other.replicates)
+
+    def __str__(self) -> str:
+        lo, hi = self.interval()
+        return f"{self.value:.1f}" + ("" if np.isnan(lo) else f" [{lo:.1f}, {hi:.1f}]")
+
+
 @dataclass
 class LayerwiseResult:
     """Layer-wise scores, fractions and units, keyed ``"dynamic"``, ``"static"``, ``"identical"``."""
@@ -371,6 +399,11 @@ class LayerwiseResult:
             return {f: (np.nan, np.nan) for f in LAYER_FACTORS}
         lo, hi = _interval(self.replicate_fractions, level)
         return {f: (float(lo[i]), float(hi[i])) for i, f in enumerate(LAYER_FACTORS)}
+
+    def percent(self, factor: str) -> Estimate:
+        """The share of units encoding ``factor``, in percent, with its bootstrap replicates."""
+        column = LAYER_FACTORS.index(factor)
+        return Estimate(100.0 * self.fractions[factor], 100.0 * self.replicate_fractions[:, column])
 
     def to_frame(self, level: float = 0.95) -> pd.DataFrame:
         """One row per factor: score, fraction (with interval), units."""
@@ -408,6 +441,12 @@ class UnitwiseResult:
         counts = self.counts
         both = counts["dynamic"] + counts["static"]
         return counts["dynamic"] / both if both else float("nan")
+
+    def percent(self, category: str) -> Estimate:
+        """The percent of channels in ``category``, with its bootstrap replicates."""
+        column = CATEGORIES.index(category)
+        total = len(self.categories)
+        return Estimate(100.0 * self.counts[category] / total, 100.0 * self.replicate_counts[:, column] / total)
 
     def interval(self, level: float = 0.95) -> dict[str, tuple[float, float]]:
         """Bootstrap percentile interval of each category's count."""

@@ -26,10 +26,12 @@ def _axes(ax: plt.Axes | None, size: tuple[float, float]) -> plt.Axes:
     return ax if ax is not None else plt.subplots(figsize=size)[1]
 
 
-def layer_bars(frame: pd.DataFrame, ax: plt.Axes | None = None, title: str | None = None) -> plt.Axes:
+def layer_bars(frame: pd.DataFrame, ax: plt.Axes | None = None, title: str | None = None,
+               x: str = "layer", legend: bool = True) -> plt.Axes:
     """Dynamic and static percentages per layer (from ``Measurement.to_frame()``), with intervals."""
     data = frame[frame["factor"].isin(["dynamic", "static"])].copy()
     data["percent"] = 100 * data["fraction"]
+    data["layer"] = data[x].astype(str)
     layers = list(dict.fromkeys(data["layer"]))
     ax = _axes(ax, (max(4.0, 0.9 * len(layers) + 1.5), 3.2))
     width = 0.38
@@ -46,11 +48,60 @@ def layer_bars(frame: pd.DataFrame, ax: plt.Axes | None = None, title: str | Non
     ax.set_xticks(x, layers, rotation=30 if crowded else 0, ha="right" if crowded else "center")
     ax.set_ylabel("units encoding factor (%)")
     ax.set_ylim(0, max(50.0, float(data["percent"].max()) + 8))
-    ax.legend(frameon=False, ncol=2, loc="upper left")
+    if legend:
+        ax.legend(frameon=False, ncol=2, loc="upper left")
     sns.despine(ax=ax)
     if title:
         ax.set_title(title)
     return ax
+
+
+def _grid(n: int, col_wrap: int, size: tuple[float, float]) -> tuple[plt.Figure, np.ndarray]:
+    cols = min(n, col_wrap)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(size[0] * cols, size[1] * rows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, axes.flat
+
+
+def layer_grid(frame: pd.DataFrame, by: str = "series", order: Sequence[str] | None = None,
+               col_wrap: int = 4, title: str | None = None) -> plt.Figure:
+    """One panel of :func:`layer_bars` per model (or branch), stages on the x axis (paper Fig. 3 left)."""
+    order = list(order) if order is not None else list(dict.fromkeys(frame[by]))
+    fig, axes = _grid(len(order), col_wrap, (3.0, 2.6))
+    top = float(100 * frame.loc[frame["factor"] != "identical", "fraction_hi"].max())
+    for i, (ax, name) in enumerate(zip(axes, order)):
+        layer_bars(frame[frame[by] == name], ax=ax, title=name, x="stage", legend=i == 0)
+        ax.set_ylim(0, max(50.0, top + 5))
+        ax.set_xlabel("stage")
+        if i % col_wrap:
+            ax.set_ylabel("")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def unit_grid(units: pd.DataFrame, by: str = "series", order: Sequence[str] | None = None,
+              col_wrap: int = 3, title: str | None = None) -> plt.Figure:
+    """One panel of :func:`unit_bars` per model (or branch), one bar per stage (paper Fig. 3 right)."""
+    order = list(order) if order is not None else list(dict.fromkeys(units[by]))
+    n_stages = units.groupby(by)["stage"].nunique().max()
+    fig, axes = _grid(len(order), col_wrap, (4.2, 0.32 * n_stages + 1.3))
+    legend: dict[str, Any] = {}
+    for ax, name in zip(axes, order):
+        unit_bars(units[units[by] == name], ax=ax, label="stage")
+        ax.set_title(name, fontsize="medium", loc="left")
+        ax.set_ylabel("stage")
+        legend.update(zip(ax.get_legend_handles_labels()[1], ax.get_legend_handles_labels()[0]))
+        ax.get_legend().remove()
+    fig.legend(legend.values(), legend.keys(), loc="upper center", ncol=len(legend), frameon=False,
+               bbox_to_anchor=(0.5, 0.97 if title else 1.0))
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0, 1, 0.92 if title else 0.95))
+    return fig
 
 
 def unit_bars(units: pd.DataFrame, ax: plt.Axes | None = None, title: str | None = None,

@@ -276,3 +276,22 @@ def test_factor_unit_scores_need_only_that_factor():
     np.testing.assert_allclose(stats.factor_unit_scores("static"), naive(pairs)["unit"]["static"], atol=1e-10)
     with pytest.raises(ValueError, match="at least 2 dynamic pairs"):
         stats.factor_unit_scores("dynamic")
+
+
+def test_paired_estimates_give_intervals_of_differences():
+    rng = np.random.default_rng(11)
+    pairs = random_pairs(rng, n_static=150, n_dynamic=150)
+    a = layerwise(pairs, bootstrap=40, seed=2)
+    b = layerwise({f: (z1 * 1.0, z2 + 0.3 * rng.normal(size=z2.shape)) for f, (z1, z2) in pairs.items()},
+                  bootstrap=40, seed=2)
+    diff = a.percent("static") - b.percent("static")
+    assert diff.value == pytest.approx(100 * (a.fractions["static"] - b.fractions["static"]))
+    lo, hi = diff.interval()
+    assert lo <= diff.value <= hi
+    # pairing: the spread of the difference is narrower than the sum of the separate spreads
+    assert hi - lo < np.ptp(a.percent("static").interval()) + np.ptp(b.percent("static").interval())
+    assert "[" in str(diff)
+    units = unitwise(pairs, bootstrap=40, seed=2).percent("joint")
+    assert 0 <= units.value <= 100 and units.replicates.shape == (40,)
+    with pytest.raises(ValueError, match="cannot be paired"):
+        a.percent("static") - layerwise(pairs, bootstrap=5).percent("static")
