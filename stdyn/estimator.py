@@ -364,9 +364,11 @@ class Estimate:
     replicates: np.ndarray = field(repr=False)
 
     def interval(self, level: float = 0.95) -> tuple[float, float]:
-        if len(self.replicates) == 0:
+        """Percentile interval of the finite replicates (NaN without any)."""
+        finite = self.replicates[np.isfinite(self.replicates)]
+        if len(finite) == 0:
             return (np.nan, np.nan)
-        lo, hi = _interval(self.replicates, level)
+        lo, hi = _interval(finite, level)
         return float(lo), float(hi)
 
     def __sub__(self, other: Estimate) -> Estimate:

@@ -16,6 +16,7 @@ import pandas as pd
 
 from stdyn import profiles, zoo
 from stdyn.cache import config_key, load_tensors
+from stdyn.estimator import Estimate
 from stdyn.probe import Measurement, measure
 
 BOOTSTRAP = {"smoke": 20, "quick": 200, "full": 1000}
@@ -128,6 +129,30 @@ def survey(models: Sequence[str], worlds: Sequence[str], profile: str | profiles
                 result.measurements[model, world] = measure_entry(entry, world, prof, bootstrap=bootstrap,
                                                                   seed=seed, progress=progress)
     return result
+
+
+def correct_predictions(entry: zoo.ZooEntry, dataset: Any, *, shuffle_frames: bool | None = None,
+                        seed: int = 0) -> np.ndarray:
+    """Per-clip correctness (N,) of a zoo model on ``dataset`` (frames shuffled as it was trained)."""
+    from stdyn import train
+
+    shuffle = bool(entry.config["train"]["shuffle_frames"]) if shuffle_frames is None else shuffle_frames
+    logits, labels = train.predict(entry.model, dataset, shuffle_frames=shuffle, seed=seed, device=entry.device)
+    return (logits.argmax(1) == labels).numpy()
+
+
+def accuracy_estimate(correct: np.ndarray, *, replicates: int = 1000, seed: int = 0) -> Estimate:
+    """Top-1 accuracy in percent with bootstrap replicates over clips (paired when ``seed`` matches)."""
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(correct), size=(replicates, len(correct)))
+    return Estimate(100.0 * correct.mean(), 100.0 * correct[draws].mean(1))
+
+
+def relative_drop(baseline: Estimate, changed: Estimate) -> Estimate:
+    """``100 * (baseline - changed) / baseline`` with paired replicates."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return Estimate(100.0 * (baseline.value - changed.value) / baseline.value,
+                        100.0 * (baseline.replicates - changed.replicates) / baseline.replicates)
 
 
 def claim(text: str, paper: str, measured: str, reproduced: bool | None) -> dict[str, Any]:

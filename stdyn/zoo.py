@@ -1,0 +1,367 @@
+"""The trained-model cache: every chapter asks for (model, world, profile, seed, ...) and gets
+the same trained network, trained once on first use.
+
+>>> entry = zoo.get("i3d", "ssv2", profile="quick")
+>>> entry.model            # trained, in eval mode
+>>> entry.metrics          # one row per epoch
+>>> entry.checkpoint(3)    # the same network after 3 epochs (0: initial weights)
+>>> train, val = zoo.datasets("ssv2", "quick")   # the data it was trained and validated on
+
+An entry lives in ``cache_dir("zoo", key)``, where the key hashes the whole configuration (model
+and its arguments, world and its arguments and sizes, training settings, callbacks) together with
+the source code of the models, the worlds and the trainer. The entry is complete once its
+``entry.json`` is written, after the last checkpoint; anything less is resumed or retrained, never
+read.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import pkgutil
+import time
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Callable
+
+import pandas as pd
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import Dataset, Subset
+
+from stdyn import profiles, train
+from stdyn.cache import atomic_write, cache_dir, config_key, is_intact, remove_entry, source_hash
+
+ENTRY_FILE = "entry.json"
+_FORMAT = "zoo/1"
+
+
+@dataclass
+class ZooEntry:
+    """A trained model and what it was trained with."""
+
+    model: nn.Module  # eval mode, on the requested device
+    metrics: pd.DataFrame  # one row per epoch (see stdyn.train.fit)
+    config: dict[str, Any]  # everything the cache key hashes
+    run_dir: Path  # epoch checkpoints epoch_000.pt ... and metrics.csv
+    key: str
+    classes: list[str]
+    device: torch.device
+    _build: Callable[[], nn.Module] = field(repr=False)
+    _callbacks: Sequence[train.Callback] = field(default=(), repr=False)
+
+    @property
+    def val_accuracy(self) -> float:
+        """Top-1 accuracy on the held-out split after the last epoch."""
+        return float(self.metrics["val_acc"].iloc[-1])
+
+    @property
+    def epochs(self) -> list[int]:
+        """Epochs with saved weights (0 holds the initial weights)."""
+        return train.saved_epochs(self.run_dir)
+
+    def checkpoint(self, epoch: int) -> nn.Module:
+        """A new copy of the model with the weights it had after ``epoch`` epochs, in eval mode."""
+        model = _fresh_model(self._build, self._callbacks, self.config["train"], epoch)
+        return train.load_weights(model, self.run_dir, epoch).to(self.device).eval()
+
+
+def get(
+    model: str,
+    world: str,
+    *,
+    profile: str | profiles.Profile = "quick",
+    seed: int = 0,
+    shuffle_frames: bool = False,
+    model_kwargs: dict[str, Any] | None = None,
+    train_overrides: dict[str, Any] | None = None,
+    world_kwargs: dict[str, Any] | None = None,
+    data_seed: int = 0,
+    callbacks: Sequence[train.Callback] | None = None,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> ZooEntry:
+    """The model ``model`` trained on world ``world`` at ``profile`` scale, from the cache or trained now.
+
+    ``seed`` sets the initial weights, the data order and the frame shuffles; ``data_seed`` the
+    generated clips (shared by all training seeds). ``model_kwargs`` add to the profile's
+    arguments for this model, ``train_overrides`` change TrainConfig fields, ``world_kwargs`` go to
+    ``stdyn.worlds.make``. ``callbacks`` take part in training (their ``describe()`` enters the
+    key). ``device`` defaults to the profile's; it does not enter the key.
+    """
+    prof = profiles.get(profile)
+    spec = TrainSpec.build(model, world, prof, seed=seed, shuffle_frames=shuffle_frames,
+                           model_kwargs=model_kwargs, train_overrides=train_overrides,
+                           world_kwargs=world_kwargs, data_seed=data_seed, callbacks=callbacks,
+                           device=device)
+    callbacks = list(callbacks or [])
+    key = config_key({"config": spec.key_dict(), "code": _code_fingerprint(model, world, callbacks)})
+    run_dir = cache_dir("zoo", key)
+    entry = _load(run_dir, spec, callbacks)
+    if entry is not None:
+        return entry
+    with _exclusive(run_dir):
+        entry = _load(run_dir, spec, callbacks)  # another process may have finished it meanwhile
+        if entry is None:
+            _train(run_dir, key, spec, callbacks, prof.name, progress, prof.loader_workers)
+            entry = _load(run_dir, spec, callbacks)
+    if entry is None:
+        raise RuntimeError(f"training finished but the entry in {run_dir} is not intact; check the disk")
+    return entry
+
+
+@dataclass
+class TrainSpec:
+    """Everything that defines one zoo entry (``key_dict`` is what gets hashed)."""
+
+    model: str
+    model_kwargs: dict[str, Any]
+    world: str
+    world_kwargs: dict[str, Any]
+    data: dict[str, int]  # n_train, n_val, frames, size, seed
+    train: train.TrainConfig
+    callbacks: list[dict[str, Any]]
+
+    @classmethod
+    def build(cls, model: str, world: str, prof: profiles.Profile, *, seed: int, shuffle_frames: bool,
+              model_kwargs: dict[str, Any] | None, train_overrides: dict[str, Any] | None,
+              world_kwargs: dict[str, Any] | None, data_seed: int,
+              callbacks: Sequence[train.Callback] | None, device: str | torch.device | None) -> TrainSpec:
+        overrides = {"seed": seed, "shuffle_frames": shuffle_frames, **(train_overrides or {})}
+        config = train.TrainConfig.from_profile(prof, **overrides)
+        if device is not None:
+            config = replace(config, device=str(device))
+        train.resolve_device(config.device)  # fail now, not after generating the data
+        return cls(
+            model=model,
+            model_kwargs={**prof.kwargs_for(model), **(model_kwargs or {})},
+            world=world,
+            world_kwargs=dict(world_kwargs or {}),
+            data=_data_sizes(prof, data_seed),
+            train=config,
+            callbacks=[callback.describe() for callback in callbacks or []],
+        )
+
+    def key_dict(self) -> dict[str, Any]:
+        values = asdict(self)
+        values["train"].pop("device")  # where a model trained does not change what it is
+        values["format"] = _FORMAT
+        return json.loads(json.dumps(values, sort_keys=True, default=str))
+
+
+def _data_sizes(prof: profiles.Profile, seed: int) -> dict[str, int]:
+    return {"n_train": prof.n_train, "n_val": prof.n_val, "frames": prof.frames, "size": prof.size, "seed": seed}
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def datasets(
+    world: str,
+    profile: str | profiles.Profile = "quick",
+    *,
+    seed: int = 0,
+    world_kwargs: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> tuple[Dataset, Dataset]:
+    """The (train, val) datasets of ``world`` at ``profile`` sizes: those zoo models train and
+    validate on (``seed`` is the ``data_seed`` of :func:`get`)."""
+    return _splits(world, _data_sizes(profiles.get(profile), seed), world_kwargs or {}, progress)
+
+
+def measure_set(
+    world: str,
+    profile: str | profiles.Profile = "quick",
+    *,
+    seed: int = 0,
+    world_kwargs: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> Dataset:
+    """The first ``profile.n_measure`` held-out clips: the clips chapters measure models on."""
+    prof = profiles.get(profile)
+    val = datasets(world, prof, seed=seed, world_kwargs=world_kwargs, progress=progress)[1]
+    return Subset(val, range(min(prof.n_measure, len(val))))  # type: ignore[arg-type]
+
+
+def _splits(world: str, data: dict[str, int], world_kwargs: dict[str, Any],
+            progress: bool) -> tuple[Dataset, Dataset]:
+    shape = (data["frames"], data["size"], data["seed"], json.dumps(world_kwargs, sort_keys=True), progress)
+    return _cached_split(world, "train", data["n_train"], *shape), _cached_split(world, "val", data["n_val"], *shape)
+
+
+_RECENT_SPLITS: OrderedDict[tuple, Dataset] = OrderedDict()  # the last few, so a chapter builds each once
+_RECENT_LIMIT = 4
+
+
+def _cached_split(world: str, split: str, n: int, frames: int, size: int, seed: int, kwargs: str,
+                  progress: bool) -> Dataset:
+    key = (world, split, n, frames, size, seed, kwargs)
+    if key not in _RECENT_SPLITS:
+        _RECENT_SPLITS[key] = _make_dataset(world, split, n=n, frames=frames, size=size, seed=seed,
+                                            progress=progress, **json.loads(kwargs))
+        while len(_RECENT_SPLITS) > _RECENT_LIMIT:
+            _RECENT_SPLITS.popitem(last=False)
+    _RECENT_SPLITS.move_to_end(key)
+    return _RECENT_SPLITS[key]
+
+
+def _make_dataset(world: str, split: str, **kwargs: Any) -> Dataset:
+    from stdyn import worlds
+
+    return worlds.make(world, split, **kwargs)
+
+
+# ----------------------------------------------------------------------------- models and code
+
+
+def _new_model(name: str, num_classes: int, seed: int, kwargs: dict[str, Any]) -> nn.Module:
+    from stdyn import models
+
+    return models.create(name, num_classes, seed=seed, **kwargs)
+
+
+def _package_modules(name: str) -> list[ModuleType]:
+    """A module, or a package with all its submodules (those with source code to hash)."""
+    package = importlib.import_module(name)
+    modules = [package]
+    for info in pkgutil.walk_packages(getattr(package, "__path__", []), prefix=f"{name}."):
+        modules.append(importlib.import_module(info.name))
+    # Namespace packages have no file, and inspect cannot read the source of an empty one.
+    return [m for m in modules if getattr(m, "__file__", None) and Path(m.__file__).stat().st_size]
+
+
+def _code_fingerprint(model: str, world: str, callbacks: Sequence[train.Callback]) -> str:
+    """Hash of the code that makes an entry: the trainer, every model, the world's generator
+    (as stdyn.worlds keys its own cache), the callbacks and a user's model module."""
+    from stdyn import pairs, worlds
+
+    names = ["stdyn.models", *(type(callback).__module__ for callback in callbacks)]
+    if ":" in model:
+        names.append(model.partition(":")[0])
+    modules = [module for name in dict.fromkeys(names) for module in _package_modules(name)]
+    world_code = [worlds, worlds.base, worlds.render, worlds.spec(world).module]
+    return source_hash(*dict.fromkeys([train, pairs.shuffle_batch_frames, *world_code, *modules]))
+
+
+def _fresh_model(build: Callable[[], nn.Module], callbacks: Sequence[train.Callback],
+                 train_config: dict[str, Any], epoch: int) -> nn.Module:
+    """A new model shaped like the run's after ``epoch`` epochs (callbacks may change the modules
+    when it is built and when fine-tuning starts)."""
+    model = build()
+    for callback in callbacks:
+        callback.on_build(model)
+    if train_config["finetune_epochs"] and epoch > train_config["epochs"]:
+        for callback in callbacks:
+            callback.on_phase_change(model)
+    return model
+
+
+# ----------------------------------------------------------------------------- entries
+
+
+def _train(run_dir: Path, key: str, spec: TrainSpec, callbacks: Sequence[train.Callback],
+           profile_name: str, progress: bool, loader_workers: int) -> None:
+    rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    if rank == 0:
+        remove_entry([run_dir / ENTRY_FILE])
+    train_set, val_set = _splits(spec.world, spec.data, spec.world_kwargs, progress)
+    if not hasattr(train_set, "classes"):
+        raise TypeError(f"the {spec.world!r} training set has no 'classes' attribute (a list of class names)")
+    classes = [str(c) for c in train_set.classes]
+    model = _new_model(spec.model, len(classes), spec.train.seed, spec.model_kwargs)
+    if progress and rank == 0:
+        print(f"training {spec.model} on {spec.world} ({profile_name}, seed {spec.train.seed}) in {run_dir}")
+    started = time.perf_counter()
+    metrics = train.fit(model, train_set, val_set, spec.train, run_dir, progress=progress, callbacks=callbacks,
+                        num_workers=loader_workers)
+    if rank == 0:
+        record = {
+            "key": key,
+            "config": spec.key_dict(),
+            "classes": classes,
+            "profile": profile_name,
+            "val_accuracy": float(metrics["val_acc"].iloc[-1]),
+            "train_seconds": float(metrics["seconds"].sum()),
+            "wall_seconds": time.perf_counter() - started,
+            "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "torch": torch.__version__,
+        }
+        atomic_write(run_dir / ENTRY_FILE, lambda tmp: tmp.write_text(json.dumps(record, indent=2)))
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()  # the others read entry.json next
+
+
+def _load(run_dir: Path, spec: TrainSpec, callbacks: Sequence[train.Callback]) -> ZooEntry | None:
+    """The complete entry in ``run_dir``, or None when it is missing, partial or corrupt."""
+    entry_path = run_dir / ENTRY_FILE
+    if not is_intact(entry_path):
+        return None
+    record = json.loads(entry_path.read_text())
+    if record["config"] != spec.key_dict():
+        return None
+    classes = record["classes"]
+    device = train.resolve_device(spec.train.device)
+
+    def build() -> nn.Module:
+        return _new_model(spec.model, len(classes), spec.train.seed, spec.model_kwargs)
+
+    last = spec.train.total_epochs
+    try:
+        saved = train.read_checkpoint(run_dir, last)
+    except FileNotFoundError:
+        return None
+    model = _fresh_model(build, callbacks, record["config"]["train"], last)
+    model.load_state_dict(saved["model"])
+    metrics = pd.DataFrame(saved["metrics"], columns=train.METRIC_COLUMNS)
+    return ZooEntry(model=model.to(device).eval(), metrics=metrics, config=record["config"], run_dir=run_dir,
+                    key=record["key"], classes=classes, device=device, _build=build, _callbacks=list(callbacks))
+
+
+@contextlib.contextmanager
+def _exclusive(run_dir: Path) -> Iterator[None]:
+    """Hold a lock on ``run_dir`` so two processes do not train the same entry at once."""
+    try:
+        import fcntl
+    except ImportError:  # not on POSIX: no lock
+        yield
+        return
+    if dist.is_available() and dist.is_initialized():  # ranks train together
+        yield
+        return
+    with open(run_dir / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def list_cached() -> pd.DataFrame:
+    """One row per complete zoo entry: key, model, world, profile, seed, shuffle_frames, epochs,
+    val_accuracy, train_seconds, created, run_dir."""
+    rows = []
+    for entry_path in sorted(cache_dir("zoo").glob(f"*/{ENTRY_FILE}")):
+        if not is_intact(entry_path):
+            continue
+        record = json.loads(entry_path.read_text())
+        config = record["config"]
+        rows.append({
+            "key": record["key"],
+            "model": config["model"],
+            "world": config["world"],
+            "profile": record["profile"],
+            "seed": config["train"]["seed"],
+            "shuffle_frames": config["train"]["shuffle_frames"],
+            "epochs": config["train"]["epochs"] + config["train"]["finetune_epochs"],
+            "val_accuracy": record["val_accuracy"],
+            "train_seconds": record["train_seconds"],
+            "created": record["created"],
+            "run_dir": str(entry_path.parent),
+        })
+    columns = ["key", "model", "world", "profile", "seed", "shuffle_frames", "epochs", "val_accuracy",
+               "train_seconds", "created", "run_dir"]
+    return pd.DataFrame(rows, columns=columns)
