@@ -296,6 +296,7 @@ def run_chapter(
             prepare_only=prepare_only,
             progress_bar=progress,
             config=_kernel_config(),
+            execution_timeout=_cell_timeout(),
         )
         executed = nbformat.read(running, as_version=4)
         _hide_injected_parameters(executed, name, failed)
@@ -327,6 +328,12 @@ def run_chapter(
         raise
     os.replace(running, final)
     return final
+
+
+def _cell_timeout() -> int | None:
+    """Seconds a cell may run (``$STDYN_CELL_TIMEOUT``; unset: no limit, as full-profile cells take hours)."""
+    value = os.environ.get("STDYN_CELL_TIMEOUT")
+    return int(value) if value else None
 
 
 def _kernel_config() -> Config:

@@ -15,6 +15,7 @@ def pytest_configure(config) -> None:
     _session_cache = tempfile.mkdtemp(prefix="stdyn-test-cache-")
     os.environ["STDYN_CACHE"] = _session_cache
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("STDYN_CELL_TIMEOUT", "900")  # a hung kernel fails the test instead of CI
 
 
 def pytest_unconfigure(config) -> None:
