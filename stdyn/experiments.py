@@ -166,3 +166,138 @@ def claims_table(rows: Sequence[dict[str, Any]]) -> Any:
     frame = pd.DataFrame(rows)
     colours = {"reproduced": "background-color: #d9f2d9", "not reproduced": "background-color: #f8d7d3"}
     return frame.style.map(lambda v: colours.get(v, ""), subset=["verdict"]).hide(axis="index")
+
+
+# ----------------------------------------------------------------------------- training dynamics, interventions
+
+
+def settling_epoch(curve: pd.Series, final: Estimate | None = None, *, tolerance: float = 0.0,
+                   level: float = 0.95) -> int:
+    """The first epoch from which ``curve`` (values indexed by epoch, ascending) stays settled.
+
+    Settled means inside the final value's band: the ``level`` bootstrap interval of ``final``
+    (the estimate at the last epoch), widened where needed to ``tolerance`` points either side of
+    the last value. Without ``final`` the band is the last value +- ``tolerance``. The last epoch
+    is always settled, so the result is at most the last epoch.
+    """
+    if len(curve) == 0:
+        raise ValueError("settling_epoch needs a curve with at least one epoch")
+    if tolerance < 0:
+        raise ValueError(f"tolerance must be >= 0 points, got {tolerance}")
+    if not curve.index.is_monotonic_increasing or not curve.index.is_unique:
+        raise ValueError("the curve must be indexed by distinct epochs in ascending order (sort_index() first)")
+    values = curve.to_numpy(dtype=np.float64)
+    if not np.isfinite(values).all():
+        raise ValueError("the curve holds NaN or infinite values; measure every epoch before asking when it settles")
+    last = values[-1]
+    low, high = last - tolerance, last + tolerance
+    if final is not None:
+        lo, hi = final.interval(level)
+        low, high = min(low, lo) if np.isfinite(lo) else low, max(high, hi) if np.isfinite(hi) else high
+    outside = np.flatnonzero((values < low) | (values > high))
+    first_settled = 0 if len(outside) == 0 else outside[-1] + 1
+    return int(curve.index[first_settled])
+
+
+def dynamic_ratio(result: Any) -> Estimate:
+    """Dynamic units over dynamic plus static units of a ``UnitwiseResult``, in percent (the
+    paper's Fig. 13 metric, from eq. 3), with its bootstrap replicates (NaN where a replicate has
+    neither)."""
+    dynamic, static = result.percent("dynamic"), result.percent("static")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        replicates = 100.0 * dynamic.replicates / (dynamic.replicates + static.replicates)
+    return Estimate(100.0 * result.dynamic_ratio, replicates)
+
+
+def mean_estimate(estimates: Iterable[Estimate]) -> Estimate:
+    """The mean of estimates of one quantity (e.g. over training seeds), replicate by replicate.
+
+    Its interval is the bootstrap interval over clips of the mean; the spread between the seeds
+    themselves is not in it (report it beside it).
+    """
+    estimates = list(estimates)  # also a pandas Series of estimates (e.g. in groupby().agg)
+    if not estimates:
+        raise ValueError("mean_estimate needs at least one estimate")
+    if len({len(e.replicates) for e in estimates}) > 1:
+        raise ValueError("estimates with different numbers of bootstrap replicates cannot be averaged")
+    return Estimate(float(np.mean([e.value for e in estimates])),
+                    np.mean([e.replicates for e in estimates], axis=0))
+
+
+FREQUENCY_ENDS = ("most", "least")
+
+
+def accuracy_by_frequency(correct: np.ndarray, labels: np.ndarray, class_counts: Sequence[int],
+                          ks: Iterable[int], *, replicates: int = 1000,
+                          seed: int = 0) -> dict[tuple[str, int], Estimate]:
+    """Mean per-class top-1 accuracy (percent) over the ``k`` most and least common classes
+    (paper Fig. 14, bottom), keyed ``("most", k)`` and ``("least", k)``.
+
+    ``correct`` and ``labels`` are per held-out clip; ``class_counts`` are the training clips of
+    each class (what makes a class common). Ties in frequency keep class order. Replicates
+    resample clips as :func:`accuracy_estimate` does, so the same ``seed`` pairs two models
+    scored on the same clips; a class without clips in a resample is left out of its mean.
+    """
+    correct = np.asarray(correct, dtype=bool)
+    labels = np.asarray(labels)
+    counts = np.asarray(class_counts)
+    n_classes = len(counts)
+    if correct.shape != labels.shape or correct.ndim != 1 or len(correct) == 0:
+        raise ValueError(f"correct and labels must be two non-empty vectors (N,) of the same length, "
+                         f"got shapes {correct.shape} and {labels.shape}")
+    if labels.min() < 0 or labels.max() >= n_classes:
+        raise ValueError(f"labels must lie in [0, {n_classes}) (one count per class), "
+                         f"got {labels.min()}..{labels.max()}")
+    ks = [int(k) for k in ks]
+    if any(not 1 <= k <= n_classes for k in ks):
+        raise ValueError(f"every k must lie in [1, {n_classes}] classes, got {ks}")
+    draws = np.random.default_rng(seed).integers(0, len(correct), size=(replicates, len(correct)))
+    samples = [(labels, correct)] + [(labels[d], correct[d]) for d in draws]
+    # Per sample (estimate first, then replicates) and class: accuracy, NaN without clips.
+    per_class = np.full((len(samples), n_classes), np.nan)
+    for row, (sample_labels, sample_correct) in enumerate(samples):
+        seen = np.bincount(sample_labels, minlength=n_classes)
+        right = np.bincount(sample_labels, weights=sample_correct, minlength=n_classes)
+        per_class[row, seen > 0] = right[seen > 0] / seen[seen > 0]
+    orders = {"most": np.argsort(-counts, kind="stable"), "least": np.argsort(counts, kind="stable")}
+    result = {}
+    for end in FREQUENCY_ENDS:
+        for k in ks:
+            chosen = per_class[:, orders[end][:k]]
+            present = np.isfinite(chosen).sum(1)  # a resample may miss all k classes: NaN
+            with np.errstate(invalid="ignore", divide="ignore"):
+                means = 100.0 * np.nansum(chosen, axis=1) / np.where(present > 0, present, np.nan)
+            result[end, k] = Estimate(float(means[0]), means[1:])
+    return result
+
+
+class _Styled:
+    """The clips of ``dataset`` rendered in one style of :mod:`stdyn.stylize`, with their labels."""
+
+    def __init__(self, dataset: Any, style: str) -> None:
+        self.dataset, self.style = dataset, style
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[Any, Any]:
+        from stdyn.stylize import stylize
+
+        clip, label = self.dataset[index][:2]
+        return stylize(clip, self.style), label
+
+
+def style_accuracy(model: Any, dataset: Any, *, styles: Sequence[str] | None = None, batch_size: int = 64,
+                   device: Any = "cpu") -> pd.Series:
+    """Top-1 accuracy (%) of ``model`` on ``dataset`` as it is ("original") and in each style.
+
+    A dynamic pair shows one clip in two styles (:mod:`stdyn.stylize`). A model that is near
+    chance on stylized clips has features that do not carry a clip's motion across a style
+    change, so its dynamic scores stay low whatever it learned about motion.
+    """
+    from stdyn import train
+    from stdyn.stylize import STYLES
+
+    views = {"original": dataset, **{style: _Styled(dataset, style) for style in (styles or STYLES)}}
+    return pd.Series({name: 100.0 * train.evaluate(model, view, batch_size=batch_size, device=device)
+                      for name, view in views.items()}, name="top-1 (%)")

@@ -32,6 +32,9 @@ class Profile:
     loader_workers: int = 0  # DataLoader processes feeding the accelerator
     # Per model name, keyword arguments for stdyn.models.create (widths, position-embedding grids).
     model_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Per model name, TrainConfig fields that replace the profile's (e.g. more epochs for the
+    # transformers, which learn more slowly from little data).
+    train_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def clip_shape(self) -> tuple[int, int, int, int]:
@@ -41,6 +44,10 @@ class Profile:
     def kwargs_for(self, model: str) -> dict[str, Any]:
         """The keyword arguments this profile gives ``stdyn.models.create(model, ...)``."""
         return dict(self.model_kwargs.get(model, {}))
+
+    def train_overrides_for(self, model: str) -> dict[str, Any]:
+        """The TrainConfig fields this profile sets for ``model`` on top of its own settings."""
+        return dict(self.train_overrides.get(model, {}))
 
     def replace(self, **changes: Any) -> Profile:
         """A copy with some fields changed (e.g. ``get("quick").replace(epochs=2)``)."""
@@ -75,8 +82,10 @@ _PROFILES: dict[str, Profile] = {
         device="cpu",
         model_kwargs=_token_grids(frames=8, size=16),
     ),
-    # The default book build on a 2-core CPU: 15-50 s per trained model (x3d about two minutes),
-    # so that a chapter trains eight models and measures them within ten minutes.
+    # The default book build on a 2-core CPU: 15-45 s per trained model, so that a chapter trains
+    # eight models and measures them within ten minutes. X3D sees every second frame; the
+    # transformers are narrow and shallow (TimeSformer on every fourth frame, MViT on every
+    # second) and train for more epochs, which they need to learn motion from 2400 clips.
     "quick": Profile(
         name="quick",
         frames=16,
@@ -93,7 +102,12 @@ _PROFILES: dict[str, Profile] = {
         measure_batch_size=64,
         seeds=1,
         device="cpu",
-        model_kwargs=_token_grids(frames=16, size=32),
+        model_kwargs={
+            "x3d": {"frame_stride": 2},
+            "timesformer": {"frames": 16, "size": 32, "dim": 32, "depth": 2, "heads": 2, "frame_stride": 4},
+            "mvit": {"frames": 16, "size": 32, "dim": 16, "stage_depths": (1, 1, 1), "frame_stride": 2},
+        },
+        train_overrides={"timesformer": {"epochs": 20}, "mvit": {"epochs": 12}},
     ),
     # GPU scale: at 16x64x64 with bf16 the models train at 1.5k-10k clips/s on one H200, and the
     # data loader feeds about 1.5k clips/s per 3 workers, so 20k clips for 30 epochs take a few

@@ -131,7 +131,8 @@ class TrainSpec:
               model_kwargs: dict[str, Any] | None, train_overrides: dict[str, Any] | None,
               world_kwargs: dict[str, Any] | None, data_seed: int,
               callbacks: Sequence[train.Callback] | None, device: str | torch.device | None) -> TrainSpec:
-        overrides = {"seed": seed, "shuffle_frames": shuffle_frames, **(train_overrides or {})}
+        overrides = {"seed": seed, "shuffle_frames": shuffle_frames, **prof.train_overrides_for(model),
+                     **(train_overrides or {})}
         config = train.TrainConfig.from_profile(prof, **overrides)
         if device is not None:
             config = replace(config, device=str(device))

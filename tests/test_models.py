@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from stdyn.models import ACTION_MODELS, Stage, available, create, describe, prepare_input
+from stdyn.models.common import DepthwiseConv3d
 from stdyn.models.slowfast import SlowFast
 
 torch.set_num_threads(1)
@@ -95,11 +96,13 @@ def test_c2d_has_no_temporal_kernels_so_frame_order_does_not_matter():
     assert all(m.kernel_size[0] == 1 for m in model.modules() if isinstance(m, nn.Conv3d))
 
 
-def test_i3d_depends_on_frame_order():
+def test_i3d_depends_on_frame_order_and_halves_time_in_the_stem():
     model = create("i3d", NUM_CLASSES, seed=0).eval()
     x = clips()
     with torch.no_grad():
         assert not torch.allclose(model(x), model(x.flip(2)), atol=1e-4)
+        _, outputs = stage_outputs(model, clips(frames=16))
+    assert [outputs[f"stage{k}"].shape[2] for k in range(1, 6)] == [8] * 5
 
 
 def test_slowonly_has_temporal_kernels_only_in_stage4_and_stage5_on_a_low_frame_rate():
@@ -131,9 +134,35 @@ def test_x3d_uses_expanded_depthwise_3d_convolutions():
     assert depthwise and all(m.groups == m.in_channels == round(128 * 2.25) for m in depthwise)
 
 
+@pytest.mark.parametrize(
+    "kernel, stride, shape, channels_last",
+    [
+        ((3, 3, 3), (1, 2, 2), (2, 6, 5, 9, 8), True),  # odd and even sizes under a stride
+        ((3, 3, 3), (2, 2, 2), (1, 4, 7, 7, 6), False),
+        ((5, 1, 1), (1, 1, 1), (2, 4, 7, 4, 4), True),
+    ],
+)
+def test_depthwise_conv3d_matches_the_plain_convolution_and_its_gradients(kernel, stride, shape, channels_last):
+    conv = DepthwiseConv3d(shape[1], kernel, stride)
+    reference = nn.Conv3d(shape[1], shape[1], kernel, stride, tuple(k // 2 for k in kernel), groups=shape[1], bias=False)
+    reference.weight.data.copy_(conv.weight.data)
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+    x.requires_grad_()
+    out, expected = conv(x), reference(x)
+    torch.testing.assert_close(out, expected)
+    grad = torch.randn_like(out)
+    grads = torch.autograd.grad(out, (x, conv.weight), grad)
+    expected_grads = torch.autograd.grad(expected, (x, reference.weight), grad)
+    for got, want in zip(grads, expected_grads):
+        torch.testing.assert_close(got, want)
+
+
 def test_timesformer_attention_is_divided_into_time_then_space():
     model = create("timesformer", NUM_CLASSES, dim=32, heads=2, seed=0)
-    block = model.blocks[0]
+    assert model.blocks[0].time_fc.weight.abs().sum() > 0  # as in TimeSformer, only the first block
+    block = model.blocks[1]  # starts with its temporal branch on
     frames, height, width = 4, 3, 3
     grid = (frames, height, width)
     x = torch.randn(1, frames * height * width, 32)
@@ -166,6 +195,24 @@ def test_mvit_pools_tokens_and_widens_channels_from_scale_to_scale():
     assert tokens == [512, 128, 128, 32, 32]  # 8x8x8 grid, then 8x4x4, then 8x2x2
     assert [s.channels for s in model.stages] == [32, 32, 64, 64, 64]
     assert model.blocks[0].attn.pool_k is not None  # keys and values pooled from the start
+
+
+@pytest.mark.parametrize(
+    "name, stage, frames_seen",
+    [
+        ("x3d", "stage1", lambda out: out.shape[2]),
+        ("mvit", "blocks.0", lambda out: out.shape[1] // 64 * 2),  # 8x8 tokens per 2 frames
+    ],
+)
+def test_frame_stride_feeds_every_other_frame(name, stage, frames_seen):
+    x = clips(frames=16)
+    counts = []
+    for stride in (1, 2):
+        model = create(name, NUM_CLASSES, frame_stride=stride, seed=0).eval()
+        with torch.no_grad():
+            _, outputs = stage_outputs(model, x, [Stage(stage, 0)])
+        counts.append(frames_seen(outputs[stage]))
+    assert counts == [16, 8]
 
 
 def test_slowfast_packs_pathways_at_two_frame_rates():

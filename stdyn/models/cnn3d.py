@@ -2,12 +2,14 @@
 
 They share one skeleton, after the SlowFast code base: a stem (stage1: conv, BN, ReLU, max pool,
 4x spatial downsampling) and four residual stages (stage2..stage5, 2x spatial downsampling from
-stage3 on, never temporal downsampling), then global average pooling and a linear classifier.
+stage3 on), then global average pooling and a linear classifier. Only I3D downsamples time (2x, in
+the stem).
 What tells them apart is where the temporal kernels sit and how many frames they see:
 
 - C2D: no temporal kernel anywhere (2D convolutions applied to every frame); time is pooled only
   by the head.
-- I3D: every 3x3 kernel inflated to 3x3x3 (5x3x3 in the stem).
+- I3D: every 3x3 kernel inflated to 3x3x3 (5x3x3 in the stem, with time stride 2 as in I3D's
+  first layer; it halves the cost and lets the 3-frame kernels span twice the motion).
 - SlowOnly: temporal kernels only in stage4 and stage5, on every ``frame_stride``-th frame.
 - FastOnly: temporal kernels everywhere (5 in the stem, 3 after), every frame, lightweight
   channels (``beta`` of the widths above, at least 8 per stage).
@@ -22,7 +24,14 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from stdyn.models.common import ClassifierHead, Normalize, Stage, TemporalSubsample, init_weights
+from stdyn.models.common import (
+    ClassifierHead,
+    DepthwiseConv3d,
+    Normalize,
+    Stage,
+    TemporalSubsample,
+    init_weights,
+)
 
 MIN_FAST_CHANNELS = 8
 
@@ -35,19 +44,17 @@ def conv_bn(
     groups: int = 1,
     activation: type[nn.Module] | None = nn.ReLU,
 ) -> nn.Sequential:
-    """Conv3d ('same' padding, no bias), BatchNorm3d and an optional activation."""
-    layers: list[nn.Module] = [
-        nn.Conv3d(
-            in_channels,
-            out_channels,
-            kernel,
-            stride=stride,
-            padding=tuple(k // 2 for k in kernel),
-            groups=groups,
+    """Conv3d ('same' padding, no bias; a :class:`DepthwiseConv3d` when depthwise), BatchNorm3d and an
+    optional activation."""
+    conv: nn.Conv3d
+    if groups > 1 and groups == in_channels == out_channels:
+        conv = DepthwiseConv3d(out_channels, kernel, stride)
+    else:
+        conv = nn.Conv3d(
+            in_channels, out_channels, kernel, stride=stride, padding=tuple(k // 2 for k in kernel), groups=groups,
             bias=False,
-        ),
-        nn.BatchNorm3d(out_channels),
-    ]
+        )
+    layers: list[nn.Module] = [conv, nn.BatchNorm3d(out_channels)]
     if activation is not None:
         layers.append(activation())
     return nn.Sequential(*layers)
@@ -166,11 +173,14 @@ class ResNetSpec:
 
 
 class Stem(nn.Sequential):
-    """stage1: conv (temporal_kernel x 3 x 3, spatial stride 2), BN, ReLU, 3x3 max pool (stride 2)."""
+    """stage1: conv (temporal_kernel x 3 x 3, spatial stride 2, time stride ``temporal_stride``), BN,
+    ReLU, 3x3 max pool (stride 2)."""
 
-    def __init__(self, out_channels: int, temporal_kernel: int, in_channels: int = 3) -> None:
+    def __init__(
+        self, out_channels: int, temporal_kernel: int, in_channels: int = 3, temporal_stride: int = 1
+    ) -> None:
         super().__init__(
-            conv_bn(in_channels, out_channels, (temporal_kernel, 3, 3), (1, 2, 2)),
+            conv_bn(in_channels, out_channels, (temporal_kernel, 3, 3), (temporal_stride, 2, 2)),
             nn.MaxPool3d((1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1)),
         )
 
@@ -212,13 +222,14 @@ class ResNet3D(nn.Module):
         inflate: bool = False,
         frame_stride: int = 1,
         dropout: float = 0.0,
+        stem_temporal_stride: int = 1,
     ) -> None:
         super().__init__()
         if len(temporal_kernels) != 5:
             raise ValueError("temporal_kernels needs one kernel size per stage (5)")
         self.normalize = Normalize(channels_last=True)
         self.sample = TemporalSubsample(frame_stride)
-        self.stage1 = Stem(spec.stem, temporal_kernels[0])
+        self.stage1 = Stem(spec.stem, temporal_kernels[0], temporal_stride=stem_temporal_stride)
         in_channels = spec.stem
         for index in range(4):
             stage = residual_stage(spec, index, in_channels, temporal_kernels[index + 1], inflate)
@@ -241,10 +252,15 @@ def c2d(num_classes: int, width: int = 16, depth: int = 10, dropout: float = 0.0
     return ResNet3D(num_classes, ResNetSpec.make(width, depth), (1, 1, 1, 1, 1), dropout=dropout)
 
 
-def i3d(num_classes: int, width: int = 16, depth: int = 10, dropout: float = 0.0) -> ResNet3D:
-    """I3D: every kernel inflated in time (5x3x3 stem, 3x3x3 blocks)."""
+def i3d(
+    num_classes: int, width: int = 16, depth: int = 10, dropout: float = 0.0, temporal_stride: int = 2
+) -> ResNet3D:
+    """I3D: every kernel inflated in time (5x3x3 stem, 3x3x3 blocks); the stem strides time by
+    ``temporal_stride``, as I3D's first (7x7x7, stride 2) convolution does."""
     spec = ResNetSpec.make(width, depth)
-    return ResNet3D(num_classes, spec, (5, 3, 3, 3, 3), inflate=True, dropout=dropout)
+    return ResNet3D(
+        num_classes, spec, (5, 3, 3, 3, 3), inflate=True, dropout=dropout, stem_temporal_stride=temporal_stride
+    )
 
 
 SLOW_TEMPORAL_KERNELS = (1, 1, 1, 3, 3)

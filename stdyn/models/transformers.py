@@ -11,7 +11,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from stdyn.models.common import ClassifierHead, Normalize, Stage, TemporalSubsample, init_weights
+from stdyn.models.common import (
+    ClassifierHead,
+    DepthwiseConv3d,
+    Normalize,
+    Stage,
+    TemporalSubsample,
+    init_weights,
+)
 
 Grid = tuple[int, int, int]  # token grid (T, H, W)
 
@@ -54,6 +61,13 @@ class PatchEmbed(nn.Module):
         return x.flatten(2).transpose(1, 2), grid  # type: ignore[return-value]
 
 
+class FusedQKV(nn.Linear):
+    """One linear layer computing queries, keys and values side by side: (..., C) -> (..., 3C)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__(dim, 3 * dim)
+
+
 class Attention(nn.Module):
     """Multi-head self-attention over (B, N, C) tokens."""
 
@@ -62,7 +76,7 @@ class Attention(nn.Module):
         if dim % heads:
             raise ValueError(f"dim {dim} must be divisible by heads {heads}")
         self.heads = heads
-        self.qkv = nn.Linear(dim, 3 * dim)
+        self.qkv = FusedQKV(dim)
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -70,6 +84,25 @@ class Attention(nn.Module):
         q, k, v = self.qkv(x).view(batch, length, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)
         out = F.scaled_dot_product_attention(q, k, v)
         return self.proj(out.transpose(1, 2).reshape(batch, length, dim))
+
+
+def init_transformer_weights(model: nn.Module) -> None:
+    """Xavier-uniform linear layers, as in the original ViT (fused q, k, v as three separate
+    layers), except the classifier; the rest as :func:`init_weights`.
+
+    The ``std=0.02`` initialisation of large ViTs is far below Xavier at these widths (0.02 vs
+    about 0.09 at width 64), and such a network starts nearly linear: on small data it then sits
+    at chance for hundreds of steps before it learns.
+    """
+    init_weights(model)
+    classifier = getattr(getattr(model, "head", None), "fc", None)
+    for module in model.modules():
+        if isinstance(module, nn.Linear) and module is not classifier:
+            fan_out, fan_in = module.weight.shape
+            if isinstance(module, FusedQKV):
+                fan_out //= 3
+            bound = (6.0 / (fan_in + fan_out)) ** 0.5
+            nn.init.uniform_(module.weight, -bound, bound)
 
 
 def mlp(dim: int, hidden: int, out_dim: int | None = None) -> nn.Sequential:
@@ -132,9 +165,9 @@ class TimeSformer(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.head = ClassifierHead(dim, num_classes, dropout, tokens=True)
         self.stages = [Stage(f"blocks.{i}", dim, "block") for i in range(depth)]
-        init_weights(self)
-        for block in self.blocks:
-            # as in TimeSformer: the temporal branch starts switched off
+        init_transformer_weights(self)
+        for block in self.blocks[1:]:
+            # as in TimeSformer: the temporal branch of every block but the first starts switched off
             nn.init.zeros_(block.time_fc.weight)
             nn.init.zeros_(block.time_fc.bias)
 
@@ -160,7 +193,7 @@ class TokenPool(nn.Module):
 
     def __init__(self, dim: int, stride: Grid, kernel: Grid = (3, 3, 3)) -> None:
         super().__init__()
-        self.pool = nn.Conv3d(dim, dim, kernel, stride=stride, padding=_pool_padding(kernel), groups=dim, bias=False)
+        self.pool = DepthwiseConv3d(dim, kernel, stride)
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, x: Tensor, grid: Grid) -> Tensor:
@@ -179,7 +212,7 @@ class PoolingAttention(nn.Module):
             raise ValueError(f"dim {dim} must be divisible by heads {heads}")
         self.heads = heads
         self.q_stride = q_stride
-        self.qkv = nn.Linear(dim, 3 * dim)
+        self.qkv = FusedQKV(dim)
         pools_kv = any(s > 1 for s in kv_stride)
         self.pool_q = TokenPool(dim, q_stride) if any(s > 1 for s in q_stride) else None
         self.pool_k = TokenPool(dim, kv_stride) if pools_kv else None
@@ -238,7 +271,7 @@ def _strided_grid(grid: Grid, stride: Sequence[int]) -> Grid:
 
 
 class MViT(nn.Module):
-    """``normalize``, ``embed`` (3x7x7 cubes, stride 2x4x4), ``pos``, ``blocks.*``, ``norm``, ``head``.
+    """``normalize``, ``sample``, ``embed`` (3x7x7 cubes, stride 2x4x4), ``pos``, ``blocks.*``, ``norm``, ``head``.
 
     ``stage_depths`` blocks per scale; each new scale halves the spatial token grid (query pooling
     in its first block) and doubles width and heads (in the last block of the previous scale, as
@@ -256,12 +289,15 @@ class MViT(nn.Module):
         size: int = 32,
         kv_stride: int = 4,
         dropout: float = 0.0,
+        frame_stride: int = 1,
     ) -> None:
         super().__init__()
         embed_stride = (2, 4, 4)
         self.normalize = Normalize()
+        self.sample = TemporalSubsample(frame_stride)
         self.embed = PatchEmbed(dim, (3, 7, 7), embed_stride)
-        self.pos = SeparablePositionEmbedding(dim, _strided_grid((frames, size, size), embed_stride))
+        grid = _strided_grid((-(-frames // frame_stride), size, size), embed_stride)
+        self.pos = SeparablePositionEmbedding(dim, grid)
         blocks = []
         stages = []
         kv = kv_stride
@@ -287,10 +323,10 @@ class MViT(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.head = ClassifierHead(dim, num_classes, dropout, tokens=True)
         self.stages = stages
-        init_weights(self)
+        init_transformer_weights(self)
 
     def forward(self, clips: Tensor) -> Tensor:
-        x, grid = self.embed(self.normalize(clips))
+        x, grid = self.embed(self.sample(self.normalize(clips)))
         x = self.pos(x, grid)
         for block in self.blocks:
             x = block(x, grid)
@@ -326,6 +362,8 @@ def mvit(
     size: int = 32,
     kv_stride: int = 4,
     dropout: float = 0.0,
+    frame_stride: int = 1,
 ) -> MViT:
-    """MViT (v1 style) with three scales of widths ``dim`` x (1, 2, 4) by default."""
-    return MViT(num_classes, dim, stage_depths, heads, frames, size, kv_stride, dropout)
+    """MViT (v1 style) with three scales of widths ``dim`` x (1, 2, 4) by default, on every
+    ``frame_stride``-th frame."""
+    return MViT(num_classes, dim, stage_depths, heads, frames, size, kv_stride, dropout, frame_stride)

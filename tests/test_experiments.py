@@ -1,0 +1,195 @@
+"""Tests of stdyn.experiments: when training curves settle, dynamic-unit ratios, seed means and
+accuracy on common and rare classes."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from stdyn.estimator import Estimate, UnitwiseResult, unitwise
+from stdyn.experiments import (
+    accuracy_by_frequency,
+    accuracy_estimate,
+    dynamic_ratio,
+    mean_estimate,
+    settling_epoch,
+    style_accuracy,
+)
+
+
+def _estimate(value: float, lo: float, hi: float) -> Estimate:
+    """An estimate whose 95% percentile interval is about [lo, hi]."""
+    return Estimate(value, np.linspace(lo, hi, 401))
+
+
+# ----------------------------------------------------------------------------- settling_epoch
+
+
+def test_a_curve_settles_after_its_last_excursion_outside_the_band():
+    curve = pd.Series([10.0, 30.0, 21.0, 19.5, 25.0, 20.5, 20.0], index=range(7))
+    assert settling_epoch(curve, tolerance=1.0) == 5  # 25.0 at epoch 4 is the last value out of 20 +- 1
+    assert settling_epoch(curve, tolerance=5.0) == 2  # 30.0 at epoch 1 is the last one out of 20 +- 5
+    assert settling_epoch(curve, tolerance=20.0) == 0
+
+
+def test_the_band_is_the_final_interval_widened_to_the_tolerance():
+    curve = pd.Series([0.0, 14.0, 26.0, 21.0, 20.0], index=[0, 2, 4, 6, 8])
+    assert settling_epoch(curve, _estimate(20.0, 15.0, 27.0)) == 4  # 14 is below the interval
+    assert settling_epoch(curve, _estimate(20.0, 15.0, 27.0), tolerance=6.5) == 2  # 20 - 6.5 < 14
+    assert settling_epoch(curve, _estimate(20.0, 18.5, 21.5), tolerance=0.5) == 6  # 26 is out
+    # A narrow interval does not narrow the tolerance band.
+    assert settling_epoch(curve, _estimate(20.0, 19.9, 20.1), tolerance=5.0) == 6
+
+
+def test_the_last_epoch_always_counts_as_settled():
+    curve = pd.Series([1.0, 2.0, 3.0, 4.0], index=[1, 2, 3, 4])
+    assert settling_epoch(curve) == 4
+    assert settling_epoch(pd.Series([7.0], index=[3])) == 3
+
+
+@pytest.mark.parametrize("curve, tolerance, message", [
+    (pd.Series([], dtype=float), 0.0, "at least one epoch"),
+    (pd.Series([1.0, 2.0], index=[3, 1]), 0.0, "ascending"),
+    (pd.Series([1.0, np.nan, 2.0]), 0.0, "NaN"),
+    (pd.Series([1.0, 2.0]), -1.0, "tolerance"),
+])
+def test_settling_epoch_rejects_bad_curves(curve, tolerance, message):
+    with pytest.raises(ValueError, match=message):
+        settling_epoch(curve, tolerance=tolerance)
+
+
+# ----------------------------------------------------------------------------- dynamic_ratio, mean_estimate
+
+
+def test_dynamic_ratio_counts_dynamic_over_dynamic_and_static_units_in_every_replicate():
+    rng = np.random.default_rng(0)
+    n, channels = 200, 12
+    shared = rng.normal(size=(n, channels))
+    noise = lambda: rng.normal(size=(n, channels))  # noqa: E731
+    # Channels 0-5 carry the motion (dynamic pairs agree), 6-8 the appearance (static pairs agree),
+    # 9-11 neither.
+    dynamic_strength = np.r_[np.full(6, 3.0), np.zeros(6)]
+    static_strength = np.r_[np.zeros(6), np.full(3, 3.0), np.zeros(3)]
+    pairs = {
+        "dynamic": (shared * dynamic_strength + noise(), shared * dynamic_strength + noise()),
+        "static": (shared * static_strength + noise(), shared * static_strength + noise()),
+    }
+    result = unitwise(pairs, bootstrap=50, seed=1)
+    assert result.counts["dynamic"] == 6 and result.counts["static"] == 3
+    ratio = dynamic_ratio(result)
+    assert ratio.value == pytest.approx(100 * 6 / 9)
+    counts = result.replicate_counts
+    expected = 100 * counts[:, 0] / (counts[:, 0] + counts[:, 1])
+    np.testing.assert_allclose(ratio.replicates, expected)
+
+
+def test_dynamic_ratio_without_static_or_dynamic_units_is_nan():
+    result = UnitwiseResult("x", 0.5, {"static": 4, "dynamic": 4}, {"static": np.zeros(2), "dynamic": np.zeros(2)},
+                            np.array(["residual", "joint"], dtype=object), np.array([[0, 0, 1, 1, 0]], dtype=float))
+    ratio = dynamic_ratio(result)
+    assert np.isnan(ratio.value) and np.isnan(ratio.replicates).all()
+
+
+def test_mean_estimate_averages_values_and_replicates():
+    a, b = Estimate(10.0, np.array([8.0, 12.0, 10.0])), Estimate(20.0, np.array([18.0, 26.0, 16.0]))
+    mean = mean_estimate([a, b])
+    assert mean.value == 15.0
+    np.testing.assert_allclose(mean.replicates, [13.0, 19.0, 13.0])
+    with pytest.raises(ValueError, match="at least one"):
+        mean_estimate([])
+    with pytest.raises(ValueError, match="replicates"):
+        mean_estimate([a, Estimate(1.0, np.zeros(5))])
+
+
+# ----------------------------------------------------------------------------- accuracy_by_frequency
+
+
+def test_accuracy_by_frequency_averages_per_class_accuracy_over_common_and_rare_classes():
+    # Three classes, trained on 50, 30 and 5 clips; val clips: class 0 (4 clips, 3 right),
+    # class 1 (2 clips, 0 right), class 2 (2 clips, 2 right).
+    labels = np.array([0, 0, 0, 0, 1, 1, 2, 2])
+    correct = np.array([1, 1, 1, 0, 0, 0, 1, 1], dtype=bool)
+    result = accuracy_by_frequency(correct, labels, [50, 30, 5], ks=[1, 2, 3], replicates=200, seed=3)
+    assert result["most", 1].value == pytest.approx(75.0)
+    assert result["most", 2].value == pytest.approx((75.0 + 0.0) / 2)
+    assert result["least", 1].value == pytest.approx(100.0)
+    assert result["least", 2].value == pytest.approx((100.0 + 0.0) / 2)
+    assert result["most", 3].value == result["least", 3].value == pytest.approx((75 + 0 + 100) / 3)
+    assert len(result["most", 1].replicates) == 200
+    lo, hi = result["most", 1].interval()
+    assert 0.0 <= lo <= 75.0 <= hi <= 100.0
+
+
+def test_frequency_is_from_training_counts_not_from_the_held_out_labels():
+    labels = np.array([0, 1, 1, 1, 2, 2])
+    correct = np.array([0, 1, 1, 1, 1, 0], dtype=bool)
+    # Class 0 is the most common in training although it has the fewest held-out clips.
+    result = accuracy_by_frequency(correct, labels, [100, 10, 1], ks=[1], replicates=10)
+    assert result["most", 1].value == 0.0
+    assert result["least", 1].value == 50.0
+
+
+def test_accuracy_by_frequency_resamples_like_accuracy_estimate_so_models_pair():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 4, 300)
+    first, second = rng.random(300) < 0.6, rng.random(300) < 0.5
+    # With one class, the per-class mean is the plain accuracy: the same resamples as accuracy_estimate.
+    only = accuracy_by_frequency(first, np.zeros(300, dtype=int), [1], ks=[1], replicates=100, seed=7)["most", 1]
+    plain = accuracy_estimate(first, replicates=100, seed=7)
+    np.testing.assert_allclose(only.replicates, plain.replicates)
+    # Paired differences of two models on the same clips are narrower than unpaired ones.
+    a = accuracy_by_frequency(first, labels, [4, 3, 2, 1], ks=[2], replicates=300, seed=1)["least", 2]
+    b = accuracy_by_frequency(first | second, labels, [4, 3, 2, 1], ks=[2], replicates=300, seed=1)["least", 2]
+    b_other = accuracy_by_frequency(first | second, labels, [4, 3, 2, 1], ks=[2], replicates=300, seed=2)["least", 2]
+    assert np.std((b - a).replicates) < np.std(b_other.replicates - a.replicates)
+
+
+def test_accuracy_by_frequency_leaves_out_classes_without_clips():
+    labels = np.array([0, 0, 1])
+    correct = np.array([1, 0, 1], dtype=bool)
+    result = accuracy_by_frequency(correct, labels, [5, 3, 1], ks=[1, 2], replicates=50)
+    assert np.isnan(result["least", 1].value)  # class 2 has no held-out clip
+    assert result["least", 2].value == 100.0  # classes 2 and 1: only class 1 counts
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"correct": np.ones(3, bool), "labels": np.zeros(2, int)}, "same length"),
+    ({"labels": np.array([0, 5, 1])}, r"labels must lie in \[0, 3\)"),
+    ({"ks": [0]}, r"k must lie in \[1, 3\]"),
+    ({"ks": [4]}, r"k must lie in \[1, 3\]"),
+])
+def test_accuracy_by_frequency_rejects_bad_input(kwargs, message):
+    arguments = {"correct": np.ones(3, bool), "labels": np.array([0, 1, 2]), "class_counts": [3, 2, 1], "ks": [1],
+                 **kwargs}
+    with pytest.raises(ValueError, match=message):
+        accuracy_by_frequency(**arguments)
+
+
+# ----------------------------------------------------------------------------- style_accuracy
+
+
+def test_style_accuracy_scores_the_clips_as_they_are_and_in_every_style():
+    import torch
+    from torch import nn
+
+    from stdyn.stylize import STYLES, stylize
+
+    torch.manual_seed(0)
+    clips = torch.rand(12, 3, 4, 8, 8)
+    # Class 1 where the red channel is brighter than the blue one: a colour cue that styles change.
+    labels = (clips[:, 0].mean((1, 2, 3)) > clips[:, 2].mean((1, 2, 3))).long()
+
+    class ColourModel(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            red_minus_blue = x[:, 0].mean((1, 2, 3)) - x[:, 2].mean((1, 2, 3))
+            return torch.stack([-red_minus_blue, red_minus_blue], dim=1)
+
+    dataset = list(zip(clips, labels))
+    accuracy = style_accuracy(ColourModel(), dataset, batch_size=5)
+    assert list(accuracy.index) == ["original", *STYLES]
+    assert accuracy["original"] == 100.0
+    for style in STYLES:
+        styled = stylize(clips, style)
+        expected = 100.0 * (ColourModel()(styled).argmax(1) == labels).float().mean().item()
+        assert accuracy[style] == pytest.approx(expected)
+    assert style_accuracy(ColourModel(), dataset, styles=["negative"]).index.tolist() == ["original", "negative"]
