@@ -402,7 +402,14 @@ def _stage_site(book_root: Path, notebooks_dir: Path, site_src: Path) -> list[st
 
     # Pages and assets (figures) come along with their folders; sources and notebooks do not.
     entries = _toc_entries(book_root)
-    skip = shutil.ignore_patterns("*.py", "*.ipynb", "__pycache__", ".ipynb_checkpoints")
+    sources = shutil.ignore_patterns("*.py", "*.ipynb", "__pycache__", ".ipynb_checkpoints")
+
+    def skip(directory: str, names: list[str]) -> set[str]:
+        # Sockets and other special files (e.g. a killed kernel's kernel-ipc-N) are not pages.
+        special = {n for n in names if not (os.path.isfile(os.path.join(directory, n))
+                                             or os.path.isdir(os.path.join(directory, n)))}
+        return set(sources(directory, names)) | special
+
     for folder in {(book_root / entry).parent for entry in entries} - {book_root}:
         target = site_src / folder.relative_to(book_root)
         shutil.copytree(folder, target, ignore=skip, dirs_exist_ok=True)
