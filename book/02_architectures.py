@@ -49,6 +49,8 @@ SINGLE_STREAM = [m for m in ("c2d", "i3d", "x3d") if m in models]
 TRANSFORMERS = [m for m in ("timesformer", "mvit") if m in models]
 pd.Series({"clips": f"{P.n_train} train / {P.n_measure} measured, 3x{P.frames}x{P.size}x{P.size}",
            "training": f"{P.epochs} epochs, {P.optimizer}, lr {P.lr}, batch {P.batch_size}",
+           "per-model settings": "; ".join(f"{m}: {P.train_overrides_for(m)}" for m in models
+                                          if P.train_overrides_for(m)) or "none",
            "bootstrap replicates": experiments.BOOTSTRAP[P.name], "world": worlds.describe(world)},
           name=f"profile {profile}").to_frame()
 

@@ -50,8 +50,8 @@ from stdyn.experiments import claim
 if task != "action":
     raise ValueError(f"task {task!r} is not part of this chapter yet; use task='action'")
 base = profiles.get(profile)
-# Every epoch of every model is measured: at `quick` on 200 held-out clips per checkpoint.
-P = base.replace(n_measure=200) if base.name == "quick" else base
+# Every epoch of every model is measured: at `quick` on 150 held-out clips per checkpoint.
+P = base.replace(n_measure=150) if base.name == "quick" else base
 pd.Series({"clips": f"{P.n_train} train / {P.n_measure} measured per checkpoint, 3x{P.frames}x{P.size}x{P.size}",
            "training": f"{P.epochs} epochs, {P.optimizer}, lr {P.lr} (cosine), batch {P.batch_size}",
            "checkpoints measured": f"epochs 0-{P.epochs} of {len(models) * len(datasets)} models",
@@ -64,8 +64,11 @@ pd.Series({"clips": f"{P.n_train} train / {P.n_measure} measured per checkpoint,
 # %%
 study = experiments.survey(models, datasets, P, seed=seed, device=device, measure_models=False)
 epochs = study.entries[models[0], datasets[0]].epochs
+# Every stage after the last epoch; before it, the last stage of each branch (what the curves show).
 snapshots = {epoch: experiments.Survey(P.name, study.entries, {
-    (model, world): experiments.measure_entry(study.entries[model, world], world, P, epoch=epoch, seed=seed)
+    (model, world): experiments.measure_entry(
+        study.entries[model, world], world, P, epoch=epoch, seed=seed,
+        layers=None if epoch == epochs[-1] else experiments.last_layers(study.entries[model, world].model))
     for model in models for world in datasets}) for epoch in epochs}
 final = snapshots[epochs[-1]]
 layers = pd.concat([snapshot.layers().assign(epoch=epoch) for epoch, snapshot in snapshots.items()],

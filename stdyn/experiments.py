@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from stdyn import profiles, zoo
+from stdyn import estimator, pairs, profiles, stylize, zoo
 from stdyn.cache import config_key, load_tensors
 from stdyn.estimator import Estimate
 from stdyn.probe import Measurement, measure
@@ -35,7 +35,7 @@ def measure_entry(entry: zoo.ZooEntry, world: str, profile: str | profiles.Profi
     layers = list(layers) if layers is not None else [stage.name for stage in model.stages]
     key = config_key({"world": world, "world_kwargs": world_kwargs, "profile": prof.name, "n": prof.n_measure,
                       "frames": prof.frames, "size": prof.size, "layers": layers, "epoch": epoch,
-                      "bootstrap": bootstrap, "seed": seed}, Measurement, measure)
+                      "bootstrap": bootstrap, "seed": seed}, Measurement, measure, pairs, stylize, estimator)
     path = entry.run_dir / f"measurement-{key}.pt"
     cached = load_tensors(path)
     if cached is not None:
@@ -48,14 +48,24 @@ def measure_entry(entry: zoo.ZooEntry, world: str, profile: str | profiles.Profi
 
 
 def stage_labels(model: Any, layers: Iterable[str]) -> pd.DataFrame:
-    """For each measured layer: its series (the model, or ``model (slow)`` for a branch) and stage number."""
-    kinds = {stage.name: stage.kind for stage in getattr(model, "stages", [])}
-    rows, counters = [], {}
-    for layer in layers:
-        kind = kinds.get(layer, "stage")
-        counters[kind] = counters.get(kind, 0) + 1
-        rows.append({"layer": layer, "branch": kind if kind in ("slow", "fast") else "", "stage": counters[kind]})
+    """For each measured layer: its branch ("slow"/"fast" for SlowFast, else "") and its stage
+    number, counted over all of the model's stages (of its branch), whichever were measured."""
+    numbers, counters = {}, {}
+    for stage in getattr(model, "stages", []):
+        branch = stage.kind if stage.kind in ("slow", "fast") else ""
+        counters[branch] = counters.get(branch, 0) + 1
+        numbers[stage.name] = (branch, counters[branch])
+    rows = []
+    for position, layer in enumerate(layers, start=1):
+        branch, number = numbers.get(layer, ("", position))  # a layer outside the stages: its position
+        rows.append({"layer": layer, "branch": branch, "stage": number})
     return pd.DataFrame(rows)
+
+
+def last_layers(model: Any) -> list[str]:
+    """The deepest stage of each branch of a model (one layer, or SlowFast's last slow and fast)."""
+    labels = stage_labels(model, [stage.name for stage in model.stages])
+    return labels.groupby("branch", sort=False)["layer"].last().tolist()
 
 
 @dataclass
@@ -129,6 +139,28 @@ def survey(models: Sequence[str], worlds: Sequence[str], profile: str | profiles
                 result.measurements[model, world] = measure_entry(entry, world, prof, bootstrap=bootstrap,
                                                                   seed=seed, progress=progress)
     return result
+
+
+def zoo_accuracy(models: Sequence[str], worlds: Sequence[str], profile: str | profiles.Profile = "quick", *,
+                 seed: int = 0, styles: bool = True, device: str | None = None, progress: bool = True) -> pd.DataFrame:
+    """Train (or load) every model on every world; one row each: held-out top-1, chance, training
+    seconds and, with ``styles``, the mean top-1 over the four measurement styles."""
+    from stdyn import worlds as world_registry
+
+    prof = profiles.get(profile)
+    rows = []
+    for world in worlds:
+        chance = 1.0 / len(world_registry.spec(world).classes)
+        for model in models:
+            entry = zoo.get(model, world, profile=prof, seed=seed, device=device, progress=progress)
+            row = {"model": model, "world": world, "val_acc": entry.val_accuracy, "chance": chance,
+                   "train_seconds": float(entry.metrics["seconds"].sum())}
+            if styles:
+                styled = style_accuracy(entry.model, zoo.measure_set(world, prof, progress=False),
+                                        batch_size=prof.measure_batch_size, device=entry.device)
+                row["styled_acc"] = float(styled.drop("original").mean()) / 100
+            rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def correct_predictions(entry: zoo.ZooEntry, dataset: Any, *, shuffle_frames: bool | None = None,
@@ -281,10 +313,8 @@ class _Styled:
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> tuple[Any, Any]:
-        from stdyn.stylize import stylize
-
         clip, label = self.dataset[index][:2]
-        return stylize(clip, self.style), label
+        return stylize.stylize(clip, self.style), label
 
 
 def style_accuracy(model: Any, dataset: Any, *, styles: Sequence[str] | None = None, batch_size: int = 64,
@@ -296,8 +326,6 @@ def style_accuracy(model: Any, dataset: Any, *, styles: Sequence[str] | None = N
     change, so its dynamic scores stay low whatever it learned about motion.
     """
     from stdyn import train
-    from stdyn.stylize import STYLES
-
-    views = {"original": dataset, **{style: _Styled(dataset, style) for style in (styles or STYLES)}}
+    views = {"original": dataset, **{style: _Styled(dataset, style) for style in (styles or stylize.STYLES)}}
     return pd.Series({name: 100.0 * train.evaluate(model, view, batch_size=batch_size, device=device)
                       for name, view in views.items()}, name="top-1 (%)")

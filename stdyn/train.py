@@ -32,6 +32,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from tqdm.auto import tqdm
 
+from stdyn.augment import AppearanceJitter
 from stdyn.cache import atomic_write, is_intact, load_tensors, remove_entry, save_tensors
 from stdyn.models import prepare_input
 from stdyn.pairs import shuffle_batch_frames
@@ -53,6 +54,8 @@ class TrainConfig:
     ``finetune_epochs > 0``, a second phase follows at the constant ``finetune_lr``; callbacks'
     ``on_phase_change(model)`` runs right before it (e.g. to switch a dropout off).
     ``shuffle_frames`` trains and validates on clips whose frames are randomly permuted.
+    ``appearance`` is the probability that a training clip is randomly recoloured
+    (:mod:`stdyn.augment`), drawn per clip and epoch from ``seed``.
     """
 
     epochs: int = 10
@@ -64,6 +67,7 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     warmup_start_factor: float = 0.1
     shuffle_frames: bool = False
+    appearance: float = 0.0
     label_smoothing: float = 0.0
     seed: int = 0
     device: str = "cpu"
@@ -79,6 +83,8 @@ class TrainConfig:
             raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs} and {self.batch_size}")
         if not 0 <= self.warmup_epochs <= self.epochs:
             raise ValueError(f"warmup_epochs must lie in [0, epochs={self.epochs}], got {self.warmup_epochs}")
+        if not 0.0 <= self.appearance <= 1.0:
+            raise ValueError(f"appearance is a probability in [0, 1], got {self.appearance}")
         if self.finetune_epochs < 0:
             raise ValueError(f"finetune_epochs must be >= 0, got {self.finetune_epochs}")
 
@@ -100,6 +106,7 @@ class TrainConfig:
             warmup_epochs=profile.warmup_epochs,
             device=profile.device,
             amp=profile.amp,
+            appearance=profile.appearance,
         )
         known = {f.name for f in fields(cls)}
         unknown = set(overrides) - known
@@ -558,8 +565,14 @@ def fit(
         totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, count
         first_lr = lr_at(state.step)
         shuffle_batch = _FrameShuffle(len(train_set), config.seed, f"train/{epoch}") if config.shuffle_frames else None  # type: ignore[arg-type]
+        recolour_batch = None
+        if config.appearance > 0:
+            generator = torch.Generator().manual_seed(derive_seed(config.seed, f"appearance/{epoch}"))
+            recolour_batch = AppearanceJitter(len(train_set), config.appearance, generator)  # type: ignore[arg-type]
         for index, clips, labels in tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, disable=not show):
             clips, labels = clips.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            if recolour_batch is not None:
+                clips = recolour_batch(clips, index)
             if shuffle_batch is not None:
                 clips = shuffle_batch(clips, index)
             state.lr = lr_at(state.step)

@@ -238,14 +238,14 @@ def _package_modules(name: str) -> list[ModuleType]:
 def _code_fingerprint(model: str, world: str, callbacks: Sequence[train.Callback]) -> str:
     """Hash of the code that makes an entry: the trainer, every model, the world's generator
     (as stdyn.worlds keys its own cache), the callbacks and a user's model module."""
-    from stdyn import pairs, worlds
+    from stdyn import augment, pairs, worlds
 
     names = ["stdyn.models", *(type(callback).__module__ for callback in callbacks)]
     if ":" in model:
         names.append(model.partition(":")[0])
     modules = [module for name in dict.fromkeys(names) for module in _package_modules(name)]
     world_code = [worlds, worlds.base, worlds.render, worlds.spec(world).module]
-    return source_hash(*dict.fromkeys([train, pairs.shuffle_batch_frames, *world_code, *modules]))
+    return source_hash(*dict.fromkeys([train, augment, pairs.shuffle_batch_frames, *world_code, *modules]))
 
 
 def _fresh_model(build: Callable[[], nn.Module], callbacks: Sequence[train.Callback],
@@ -366,3 +366,31 @@ def list_cached() -> pd.DataFrame:
     columns = ["key", "model", "world", "profile", "seed", "shuffle_frames", "epochs", "val_accuracy",
                "train_seconds", "created", "run_dir"]
     return pd.DataFrame(rows, columns=columns)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m stdyn.zoo``: train (or load) models on worlds and print their accuracies."""
+    import argparse
+
+    from stdyn import experiments, models, worlds
+
+    parser = argparse.ArgumentParser(prog="python -m stdyn.zoo", description=main.__doc__)
+    parser.add_argument("--models", nargs="+", default=list(models.ACTION_MODELS),
+                        help=f"default: {' '.join(models.ACTION_MODELS)}")
+    action_worlds = ["ssv2", "kinetics", "diving48", "something_else"]
+    parser.add_argument("--worlds", nargs="+", default=action_worlds, help=f"default: {' '.join(action_worlds)}")
+    parser.add_argument("--profile", default="quick", choices=profiles.NAMES)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default=None, help="default: the profile's")
+    parser.add_argument("--no-styles", action="store_true", help="skip the accuracy on stylized clips")
+    args = parser.parse_args(argv)
+    for world in args.worlds:
+        worlds.spec(world)  # unknown names fail before any training
+    table = experiments.zoo_accuracy(args.models, args.worlds, args.profile, seed=args.seed,
+                                     styles=not args.no_styles, device=args.device)
+    print(table.to_string(index=False, float_format="%.3f"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -193,3 +193,20 @@ def test_style_accuracy_scores_the_clips_as_they_are_and_in_every_style():
         expected = 100.0 * (ColourModel()(styled).argmax(1) == labels).float().mean().item()
         assert accuracy[style] == pytest.approx(expected)
     assert style_accuracy(ColourModel(), dataset, styles=["negative"]).index.tolist() == ["original", "negative"]
+
+
+# ----------------------------------------------------------------------------- stage labels
+
+
+def test_stage_numbers_count_all_of_a_models_stages_whichever_are_measured():
+    from stdyn.experiments import last_layers, stage_labels
+    from stdyn.models import create
+
+    slowfast = create("slowfast", 4)
+    assert last_layers(slowfast) == ["slow.stage5", "fast.stage5"]
+    labels = stage_labels(slowfast, ["fast.stage5", "slow.stage2"])
+    assert labels.to_dict("records") == [{"layer": "fast.stage5", "branch": "fast", "stage": 5},
+                                         {"layer": "slow.stage2", "branch": "slow", "stage": 2}]
+    i3d = create("i3d", 4)
+    assert last_layers(i3d) == ["stage5"]
+    assert stage_labels(i3d, ["stage5"])["stage"].tolist() == [5]

@@ -434,3 +434,17 @@ def test_torchvision_s3d_and_mvit_describe_their_blocks(no_downloads):
     assert len(mvit.stages) == 16 and mvit.stages[-1].channels == 768
     with pytest.raises(ValueError, match=r"\(B, 3, 16, 224, 224\)"):
         mvit(clips(batch=1))
+
+
+def test_timesformer_stems_give_the_same_token_grid():
+    x = clips()
+    for stem in ("conv", "patch"):
+        model = create("timesformer", NUM_CLASSES, dim=32, heads=2, patch=8, stem=stem, seed=0).eval()
+        tokens, grid = model.embed(model.sample(model.normalize(x)))
+        assert grid == (x.shape[2] // 2, x.shape[3] // 8, x.shape[4] // 8)
+        assert tokens.shape == (x.shape[0], grid[0] * grid[1] * grid[2], 32)
+        assert model(x).shape == (x.shape[0], NUM_CLASSES)
+    with pytest.raises(ValueError, match="conv"):
+        create("timesformer", NUM_CLASSES, stem="linear")
+    with pytest.raises(ValueError, match="power of two"):
+        create("timesformer", NUM_CLASSES, stem="conv", patch=6)

@@ -12,7 +12,7 @@ from stdyn.stylize import STYLES, equalise_luminance, stylize
 torch.set_num_threads(1)
 
 # Across varied random videos, the per-video mean colour of two different styles correlates
-# with |r| below this bound on every channel (measured: 0.13 here, at most 0.21 over eight seeds).
+# with |r| below this bound on every channel (measured: 0.22 here, at most 0.28 over six other seeds).
 CROSS_STYLE_BOUND = 0.3
 
 
@@ -117,11 +117,37 @@ def test_brightness_changes_do_not_change_the_stylized_clip(videos):
         assert (stylize(grey, style) - stylize(darker, style)).abs().mean() < 0.02
 
 
-def test_equalised_luminance_is_uniform_over_each_clip(videos):
-    u = equalise_luminance(videos[:16])
-    assert torch.allclose(u.mean((1, 2, 3)), torch.full((16,), 0.5), atol=1e-5)
+def test_equalised_luminance_spreads_a_textured_clip_uniformly():
     textured = equalise_luminance(torch.rand(1, 3, 4, 32, 32))
-    assert (textured.quantile(0.25) - 0.25).abs() < 0.02 and (textured.quantile(0.75) - 0.75).abs() < 0.02
+    assert (textured.mean() - 0.5).abs() < 0.02
+    assert (textured.quantile(0.25) - 0.25).abs() < 0.05 and (textured.quantile(0.75) - 0.75).abs() < 0.05
+
+
+def noisy_flat_scene(sigma: float, frames: int = 8, size: int = 32) -> torch.Tensor:
+    """A grey background with per-pixel camera noise and a bright square moving across it."""
+    g = torch.Generator().manual_seed(3)
+    clip = torch.full((3, frames, size, size), 0.4) + (torch.rand(3, frames, size, size, generator=g) - 0.5) * sigma * 12**0.5
+    for t in range(frames):
+        clip[:, t, 12:20, 4 + 2 * t : 12 + 2 * t] = 0.85
+    return clip.clamp(0, 1)
+
+
+def test_camera_noise_is_not_turned_into_flicker():
+    """Contrast-limited equalisation of denoised luma: a flat background's faint noise stays
+    faint in every style (plain equalisation stretched it over the background's whole share of
+    the range)."""
+    clip = noisy_flat_scene(sigma=0.02)
+    background = (slice(None), slice(None), slice(0, 8), slice(0, 32))  # rows the square never visits
+    u = equalise_luminance(clip[None])[0]
+    assert u[background[1:]].std(0).mean() < 0.03
+    for style in STYLES:
+        flicker = stylize(clip, style)[background].std(1).mean()
+        assert flicker < 0.1, (style, float(flicker))
+    # The moving square still stands out in every style.
+    for style in STYLES:
+        out = stylize(clip, style)
+        square, around = out[:, 3, 14:18, 12:16], out[:, 3, 2:6, 12:16]
+        assert (square.mean((1, 2)) - around.mean((1, 2))).abs().max() > 0.1, style
 
 
 def test_mean_colour_decorrelates_across_styles(videos, stylized):

@@ -112,7 +112,7 @@ class DropoutOff(Callback):
 @pytest.mark.parametrize("interrupt_step", [6, 13])  # 4 steps per epoch: in epoch 2 / in fine-tuning
 def test_resume_after_interrupt_reproduces_the_uninterrupted_run(data, tmp_path, interrupt_step):
     train, val = data
-    config = small_config(epochs=3, finetune_epochs=1, finetune_lr=1e-3)
+    config = small_config(epochs=3, finetune_epochs=1, finetune_lr=1e-3, appearance=0.5)
     reference = make_model(dropout=0.3)
     expected = fit(reference, train, val, config, tmp_path / "whole", progress=False, callbacks=[DropoutOff()])
 
@@ -315,7 +315,7 @@ def _ddp_worker(rank: int, world: int, store: str, run_dir: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     try:
         train, val = ramp_dataset(64, seed=1), ramp_dataset(32, seed=2)
-        fit(make_model(), train, val, small_config(epochs=2, shuffle_frames=True), Path(run_dir), progress=False)
+        fit(make_model(), train, val, small_config(epochs=2, shuffle_frames=True, appearance=0.5), Path(run_dir), progress=False)
     finally:
         dist.destroy_process_group()
 
@@ -323,7 +323,7 @@ def _ddp_worker(rank: int, world: int, store: str, run_dir: str) -> None:
 def test_ddp_on_two_processes_matches_a_single_process(data, tmp_path):
     train, val = data
     single = make_model()
-    expected = fit(single, train, val, small_config(epochs=2, shuffle_frames=True), tmp_path / "single",
+    expected = fit(single, train, val, small_config(epochs=2, shuffle_frames=True, appearance=0.5), tmp_path / "single",
                    progress=False)
     run = tmp_path / "ddp"
     mp.start_processes(_ddp_worker, args=(2, str(tmp_path / "store"), str(run)), nprocs=2, start_method="fork")

@@ -288,3 +288,20 @@ def test_the_code_fingerprint_follows_the_world_generator():
     assert zoo._code_fingerprint("i3d", "kinetics", []) == ssv2  # same generator module
     assert zoo._code_fingerprint("i3d", "diving48", []) != ssv2  # another generator
     assert zoo._code_fingerprint("i3d", "ssv2", [train.Callback()]) == ssv2  # train is hashed already
+
+
+@pytest.mark.skipif(not _registry_and_worlds_ready(), reason="stdyn.models / stdyn.worlds not available")
+def test_the_command_line_prints_accuracy_and_chance_per_model_and_world(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("STDYN_CACHE", str(tmp_path))
+    zoo._RECENT_SPLITS.clear()
+    assert zoo.main(["--models", "c2d", "--worlds", "ssv2", "--profile", "smoke"]) == 0
+    out = capsys.readouterr().out
+    lines = out[out.index("model "):].splitlines()  # after the "training ..." line
+    assert lines[0].split() == ["model", "world", "val_acc", "chance", "train_seconds", "styled_acc"]
+    model, world, val_acc, chance = lines[1].split()[:4]
+    entry = zoo.get("c2d", "ssv2", profile="smoke", progress=False)
+    assert (model, world, float(chance)) == ("c2d", "ssv2", 0.1)
+    assert float(val_acc) == pytest.approx(entry.val_accuracy, abs=1e-3)
+    with pytest.raises(ValueError, match="ssv2"):
+        zoo.main(["--worlds", "ssv3", "--profile", "smoke"])
+    zoo._RECENT_SPLITS.clear()

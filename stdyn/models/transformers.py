@@ -21,6 +21,7 @@ from stdyn.models.common import (
 )
 
 Grid = tuple[int, int, int]  # token grid (T, H, W)
+STEMS = ("conv", "patch")  # how TimeSformer turns frames into tokens
 
 
 class SeparablePositionEmbedding(nn.Module):
@@ -54,6 +55,33 @@ class PatchEmbed(nn.Module):
         super().__init__()
         padding = tuple((k - s + 1) // 2 for k, s in zip(kernel, stride))
         self.proj = nn.Conv3d(3, dim, kernel, stride=stride, padding=padding)
+
+    def forward(self, clips: Tensor) -> tuple[Tensor, Grid]:
+        x = self.proj(clips)
+        grid = tuple(x.shape[2:])
+        return x.flatten(2).transpose(1, 2), grid  # type: ignore[return-value]
+
+
+class ConvStem(nn.Module):
+    """Convolutional patchify: log2(``patch``) stride-2 3x3 convolutions per frame (BatchNorm, ReLU),
+    then a 1x1 projection to ``dim``; tokens and grid as :class:`PatchEmbed` (a patch of
+    ``patch`` x ``patch`` pixels per token). Early convolutions let a small transformer see thin
+    structures (limbs) that one linear patch projection misses at low resolution."""
+
+    def __init__(self, dim: int, patch: int) -> None:
+        super().__init__()
+        steps = patch.bit_length() - 1
+        if patch < 2 or 2**steps != patch:
+            raise ValueError(f"a convolutional stem needs a patch size that is a power of two >= 2, got {patch}")
+        layers: list[nn.Module] = []
+        channels = 3
+        for step in range(steps):
+            width = max(8, dim >> (steps - 1 - step))
+            layers += [nn.Conv3d(channels, width, (1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1), bias=False),
+                       nn.BatchNorm3d(width), nn.ReLU(inplace=True)]
+            channels = width
+        layers.append(nn.Conv3d(channels, dim, 1))
+        self.proj = nn.Sequential(*layers)
 
     def forward(self, clips: Tensor) -> tuple[Tensor, Grid]:
         x = self.proj(clips)
@@ -154,11 +182,14 @@ class TimeSformer(nn.Module):
         size: int = 32,
         frame_stride: int = 2,
         dropout: float = 0.0,
+        stem: str = "conv",
     ) -> None:
         super().__init__()
         self.normalize = Normalize()
         self.sample = TemporalSubsample(frame_stride)
-        self.embed = PatchEmbed(dim, (1, patch, patch), (1, patch, patch))
+        if stem not in STEMS:
+            raise ValueError(f"unknown stem {stem!r}; choose one of {STEMS}")
+        self.embed = ConvStem(dim, patch) if stem == "conv" else PatchEmbed(dim, (1, patch, patch), (1, patch, patch))
         grid = (-(-frames // frame_stride), size // patch, size // patch)
         self.pos = SeparablePositionEmbedding(dim, grid)
         self.blocks = nn.ModuleList(DividedSpaceTimeBlock(dim, heads) for _ in range(depth))
@@ -344,13 +375,15 @@ def timesformer(
     size: int = 32,
     frame_stride: int = 2,
     dropout: float = 0.0,
+    stem: str = "conv",
 ) -> TimeSformer:
     """TimeSformer: divided space-time attention on ``patch`` x ``patch`` patches of every ``frame_stride``-th frame.
 
     ``frames`` and ``size`` (of the clips) set the position-embedding grid; other clip sizes are
-    interpolated.
+    interpolated. ``stem="conv"`` (default) embeds patches with a few small convolutions,
+    ``"patch"`` with the original single linear projection.
     """
-    return TimeSformer(num_classes, dim, depth, heads, patch, frames, size, frame_stride, dropout)
+    return TimeSformer(num_classes, dim, depth, heads, patch, frames, size, frame_stride, dropout, stem)
 
 
 def mvit(
