@@ -210,7 +210,7 @@ if "ssv2" in datasets and len(datasets) > 1:
         "SSv2 > Kinetics, Diving48 for I3D and both SlowFast branches",
         "; ".join(f"{s} ssv2 - {w}: {g}" for (s, w), g in gaps.items()) + " points (mean over epochs); "
         f"top-1 on stylized clips {style_check.drop(columns='original').to_numpy().mean():.0f}% on average",
-        all(g.value > 0 for g in gaps.values())))
+        all(g.above() for g in gaps.values())))
 if "slowfast" in models and "ssv2" in datasets:
     margins = {branch: final.layerwise("slowfast", "ssv2", branch=branch).percent("dynamic")
                - final.layerwise("slowfast", "ssv2", branch=branch).percent("static") for branch in ("slow", "fast")}
@@ -221,6 +221,6 @@ if "slowfast" in models and "ssv2" in datasets:
         "both branches dynamic > static, reached early",
         "; ".join(f"{b}: dynamic - static {m} points, dynamic settled at epoch {settled[b]}"
                   for b, m in margins.items()),
-        all(m.value > 0 for m in margins.values())))
+        all(m.above() for m in margins.values())))
 claims = experiments.claims_table(rows)
 claims

@@ -280,7 +280,7 @@ rows.append(claim(
     "gains on the k least common classes, small losses on the most common",
     "least common: " + ", ".join(f"k={r.k}: {r.gap}" for r in least.itertuples())
     + "; most common: " + ", ".join(f"k={r.k}: {r.gap}" for r in most.itertuples()) + " points",
-    all(r.gap.value > 0 for r in least.itertuples())
+    all(r.gap.above() for r in least.itertuples())
     and np.mean([g.value for g in least["gap"]]) > np.mean([g.value for g in most["gap"]])))
 if len(RATES) > 1:
     largest = f"StaticDropout {max(RATES)}"

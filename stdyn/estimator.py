@@ -371,6 +371,12 @@ class Estimate:
         lo, hi = _interval(finite, level)
         return float(lo), float(hi)
 
+    def above(self, threshold: float = 0.0, level: float = 0.95) -> bool:
+        """Whether the whole interval lies above ``threshold`` (the point value, without replicates):
+        the test a claim "A exceeds B" passes only when the difference is clear of zero."""
+        lo, _ = self.interval(level)
+        return bool(self.value > threshold) if np.isnan(lo) else bool(lo > threshold)
+
     def __sub__(self, other: Estimate) -> Estimate:
         if len(self.replicates) != len(other.replicates):
             raise ValueError("estimates with different numbers of bootstrap replicates cannot be paired")

@@ -295,3 +295,12 @@ def test_paired_estimates_give_intervals_of_differences():
     assert 0 <= units.value <= 100 and units.replicates.shape == (40,)
     with pytest.raises(ValueError, match="cannot be paired"):
         a.percent("static") - layerwise(pairs, bootstrap=5).percent("static")
+
+
+def test_an_estimate_is_above_a_threshold_only_when_its_whole_interval_is():
+    from stdyn.estimator import Estimate
+
+    assert Estimate(1.0, np.linspace(0.2, 1.8, 401)).above(0.0)
+    assert not Estimate(1.0, np.linspace(-0.2, 2.2, 401)).above(0.0)  # point above, interval not
+    assert not Estimate(-1.0, np.linspace(-1.8, -0.2, 401)).above(0.0)
+    assert Estimate(0.5, np.array([])).above(0.0) and not Estimate(-0.5, np.array([])).above(0.0)
