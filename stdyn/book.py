@@ -57,6 +57,8 @@ from papermill.exceptions import PapermillExecutionError
 from papermill.translators import PythonTranslator
 from traitlets.config import Config
 
+from stdyn.plots import NO_WIDGETS
+
 PROFILES = ("smoke", "quick", "full")
 DEFAULT_PROFILE = "quick"
 KERNEL = "python3"
@@ -285,6 +287,8 @@ def run_chapter(
     failed = out_dir / f"{name}.failed.ipynb"
     if not prepare_only:
         failed.unlink(missing_ok=True)  # a failed notebook always belongs to the latest run
+    # The kernel inherits this: chapters draw no interactive widgets in a batch run.
+    os.environ[NO_WIDGETS] = "1"
     try:
         papermill.execute_notebook(
             notebook,

@@ -1,6 +1,7 @@
 """Figures in the style of the paper's Fig. 3, drawn from the tidy frames of ``Measurement``."""
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,6 +13,7 @@ import torch
 
 from stdyn.estimator import CATEGORIES
 
+NO_WIDGETS = "STDYN_NO_WIDGETS"  # set: explore() draws no interactive widgets (batch runs)
 COLORS = {
     "dynamic": "#2c6fbb",
     "static": "#d1453b",
@@ -172,6 +174,8 @@ def explore(measurement: Any, thresholds: Sequence[float] = (0.3, 0.4, 0.5, 0.6,
 
     Draws the last layer at the default threshold as a plain figure (what a static page shows),
     then an ipywidgets explorer over layer and threshold for readers running the notebook live.
+    Batch runs (``$STDYN_NO_WIDGETS`` set, as ``python -m stdyn.book`` does) draw the figure only:
+    a static page cannot use the explorer, and notebook executors can block on widget messages.
     """
     import ipywidgets as widgets
     from IPython.display import display
@@ -186,6 +190,8 @@ def explore(measurement: Any, thresholds: Sequence[float] = (0.3, 0.4, 0.5, 0.6,
 
     default = 0.5 if 0.5 in thresholds else thresholds[0]
     show(measurement.layers[-1], default)
+    if os.environ.get(NO_WIDGETS):
+        return
     display(widgets.interactive(
         show, layer=widgets.Dropdown(options=measurement.layers, value=measurement.layers[-1]),
         threshold=widgets.SelectionSlider(options=list(thresholds), value=default),

@@ -16,6 +16,7 @@ def pytest_configure(config) -> None:
     os.environ["STDYN_CACHE"] = _session_cache
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("STDYN_CELL_TIMEOUT", "900")  # a hung kernel fails the test instead of CI
+    os.environ.setdefault("STDYN_NO_WIDGETS", "1")  # nbval, like the book runner, draws no widgets
 
 
 def pytest_unconfigure(config) -> None:

@@ -1,0 +1,39 @@
+"""The layer explorer: a static figure always, interactive widgets only outside batch runs."""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import IPython.display
+import pytest
+import torch
+
+from stdyn import measure, plots
+from stdyn.planted import PlantedNet, moving_object_clips
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def measurement():
+    net = PlantedNet().eval()
+    return measure(net, moving_object_clips(16, frames=4, size=16, seed=0), ["readout"], progress=False)
+
+
+@pytest.mark.parametrize("batch_run", [True, False])
+def test_explore_draws_a_figure_and_widgets_only_outside_batch_runs(measurement, monkeypatch, batch_run):
+    import ipywidgets
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda *objects: shown.extend(objects))
+    monkeypatch.setattr(plots.plt, "show", lambda: shown.append("figure"))
+    if batch_run:
+        monkeypatch.setenv(plots.NO_WIDGETS, "1")
+    else:
+        monkeypatch.delenv(plots.NO_WIDGETS, raising=False)
+    plots.explore(measurement)
+    assert shown[0] == "figure"
+    widgets = [o for o in shown if isinstance(o, ipywidgets.Widget)]
+    assert len(widgets) == (0 if batch_run else 1)
+    plots.plt.close("all")
