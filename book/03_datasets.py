@@ -138,11 +138,9 @@ variety = experiments.survey(models, compared, P, seed=seed, device=device,
 rows = []
 for label, source in (("as generated", study), (f"recoloured ({appearance:g}), {longer} epochs", variety)):
     for world in compared:
-        measured = zoo.measure_set(world, P)
         for model in models:
             entry = source.entries[model, world]
-            styled = experiments.style_accuracy(entry.model, measured, batch_size=P.measure_batch_size,
-                                                device=entry.device)
+            styled = experiments.entry_style_accuracy(entry, world, P)
             rows.append({"model": model, "world": world, "training": label, "top-1 (%)": 100 * entry.val_accuracy,
                          "top-1 stylized (%)": styled.drop("original").mean(),
                          "dynamic (%, layer)": source.layerwise(model, world).percent("dynamic").value,

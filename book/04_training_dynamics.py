@@ -44,7 +44,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
-from stdyn import experiments, plots, profiles, zoo
+from stdyn import experiments, plots, profiles
 from stdyn.experiments import claim
 
 if task != "action":
@@ -157,9 +157,7 @@ settling.pivot_table(index=["series", "factor"], columns="world", values="settle
 
 # %%
 style_check = pd.DataFrame({
-    f"{model} / {world}": experiments.style_accuracy(study.entries[model, world].model, zoo.measure_set(world, P),
-                                                     batch_size=P.measure_batch_size,
-                                                     device=study.entries[model, world].device)
+    f"{model} / {world}": experiments.entry_style_accuracy(study.entries[model, world], world, P)
     for model in models for world in datasets}).T
 style_check.assign(chance=[100 / len(study.entries[m, w].classes) for m in models for w in datasets]).round(1)
 

@@ -78,8 +78,7 @@ n_channels = len(result.categories)
 ks = sorted({int(round(f * n_channels)) for f in removed_fractions})
 val = zoo.datasets(world, P)[1]
 chance = 100 / len(entry.classes)
-style_check = experiments.style_accuracy(entry.model, zoo.measure_set(world, P), batch_size=P.measure_batch_size,
-                                         device=entry.device)
+style_check = experiments.entry_style_accuracy(entry, world, P)
 pd.Series({"val top-1 (%)": round(100 * entry.val_accuracy, 1), "chance (%)": round(chance, 1),
            "top-1 on stylized clips (%)": ", ".join(f"{s} {v:.0f}" for s, v in style_check.drop("original").items()),
            "channels in " + layer: n_channels, "k removed": ks}, name=model).to_frame()

@@ -183,8 +183,7 @@ plt.show()
 # %%
 ssv2_runs = runs[(runs["world"] == "ssv2") & (runs["depth"] == max(DEPTHS)) & (runs["seed"] == SEEDS[0])]
 style_check = pd.DataFrame({
-    run.variant: experiments.style_accuracy(run.entry.model, zoo.measure_set("ssv2", P),
-                                            batch_size=P.measure_batch_size, device=run.entry.device)
+    run.variant: experiments.entry_style_accuracy(run.entry, "ssv2", P)
     for run in ssv2_runs.itertuples()}).T
 style_check.round(1)
 

@@ -15,7 +15,7 @@ and an index, so the result does not depend on batch size or the number of proce
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from torch import Tensor
@@ -56,7 +56,10 @@ class Recolouring:
 
     def select(self, indices: Tensor) -> Recolouring:
         """The parameters of the clips ``indices``."""
-        return Recolouring(*(getattr(self, name)[indices] for name in self.__dataclass_fields__))
+        return Recolouring(*(getattr(self, f.name)[indices] for f in fields(self)))
+
+    def to(self, device: torch.device) -> Recolouring:
+        return Recolouring(*(getattr(self, f.name).to(device) for f in fields(self)))
 
 
 def recolour(clips: Tensor, params: Recolouring) -> Tensor:
@@ -69,7 +72,7 @@ def recolour(clips: Tensor, params: Recolouring) -> Tensor:
     """
     if clips.dim() != 5 or clips.shape[1] != 3:
         raise ValueError(f"expected clips (B, 3, T, H, W), got shape {tuple(clips.shape)}")
-    params = Recolouring(*(getattr(params, name).to(clips.device) for name in params.__dataclass_fields__))
+    params = params.to(clips.device)
     centred = clips - clips.mean((2, 3, 4), keepdim=True)
     rotated = torch.einsum("bij,bjthw->bithw", params.rotation.to(clips.dtype), centred)
     shifted = params.mean[..., None, None, None] + params.contrast.view(-1, 1, 1, 1, 1) * rotated

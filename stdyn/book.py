@@ -48,6 +48,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import jupytext
 import nbformat
@@ -287,21 +288,20 @@ def run_chapter(
     failed = out_dir / f"{name}.failed.ipynb"
     if not prepare_only:
         failed.unlink(missing_ok=True)  # a failed notebook always belongs to the latest run
-    # The kernel inherits this: chapters draw no interactive widgets in a batch run.
-    os.environ[NO_WIDGETS] = "1"
     try:
-        papermill.execute_notebook(
-            notebook,
-            str(running),
-            parameters=values,
-            kernel_name=KERNEL,
-            language="python",
-            cwd=str(source.parent),
-            prepare_only=prepare_only,
-            progress_bar=progress,
-            config=_kernel_config(),
-            execution_timeout=_cell_timeout(),
-        )
+        with mock.patch.dict(os.environ, {NO_WIDGETS: "1"}):  # the kernel inherits it: no widgets in batch runs
+            papermill.execute_notebook(
+                notebook,
+                str(running),
+                parameters=values,
+                kernel_name=KERNEL,
+                language="python",
+                cwd=str(source.parent),
+                prepare_only=prepare_only,
+                progress_bar=progress,
+                config=_kernel_config(),
+                execution_timeout=_cell_timeout(),
+            )
         executed = nbformat.read(running, as_version=4)
         _hide_injected_parameters(executed, name, failed)
         nbformat.write(executed, running)

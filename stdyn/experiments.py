@@ -156,9 +156,7 @@ def zoo_accuracy(models: Sequence[str], worlds: Sequence[str], profile: str | pr
             row = {"model": model, "world": world, "val_acc": entry.val_accuracy, "chance": chance,
                    "train_seconds": float(entry.metrics["seconds"].sum())}
             if styles:
-                styled = style_accuracy(entry.model, zoo.measure_set(world, prof, progress=False),
-                                        batch_size=prof.measure_batch_size, device=entry.device)
-                row["styled_acc"] = float(styled.drop("original").mean()) / 100
+                row["styled_acc"] = float(entry_style_accuracy(entry, world, prof).drop("original").mean()) / 100
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -329,3 +327,10 @@ def style_accuracy(model: Any, dataset: Any, *, styles: Sequence[str] | None = N
     views = {"original": dataset, **{style: _Styled(dataset, style) for style in (styles or stylize.STYLES)}}
     return pd.Series({name: 100.0 * train.evaluate(model, view, batch_size=batch_size, device=device)
                       for name, view in views.items()}, name="top-1 (%)")
+
+
+def entry_style_accuracy(entry: zoo.ZooEntry, world: str, profile: str | profiles.Profile) -> pd.Series:
+    """:func:`style_accuracy` of a zoo model on ``world``'s measurement set (the clips it is measured on)."""
+    prof = profiles.get(profile)
+    return style_accuracy(entry.model, zoo.measure_set(world, prof, progress=False),
+                          batch_size=prof.measure_batch_size, device=entry.device)

@@ -377,8 +377,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stdyn.zoo", description=main.__doc__)
     parser.add_argument("--models", nargs="+", default=list(models.ACTION_MODELS),
                         help=f"default: {' '.join(models.ACTION_MODELS)}")
-    action_worlds = ["ssv2", "kinetics", "diving48", "something_else"]
-    parser.add_argument("--worlds", nargs="+", default=action_worlds, help=f"default: {' '.join(action_worlds)}")
+    parser.add_argument("--worlds", nargs="+", default=worlds.available(), help=f"default: {' '.join(worlds.available())}")
     parser.add_argument("--profile", default="quick", choices=profiles.NAMES)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=None, help="default: the profile's")

@@ -57,9 +57,12 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Conv3d(3, dim, kernel, stride=stride, padding=padding)
 
     def forward(self, clips: Tensor) -> tuple[Tensor, Grid]:
-        x = self.proj(clips)
-        grid = tuple(x.shape[2:])
-        return x.flatten(2).transpose(1, 2), grid  # type: ignore[return-value]
+        return grid_to_tokens(self.proj(clips))
+
+
+def grid_to_tokens(x: Tensor) -> tuple[Tensor, Grid]:
+    """(B, C, T, H, W) -> tokens (B, T*H*W, C), t-major, and the grid (T, H, W)."""
+    return x.flatten(2).transpose(1, 2), tuple(x.shape[2:])  # type: ignore[return-value]
 
 
 class ConvStem(nn.Module):
@@ -84,9 +87,7 @@ class ConvStem(nn.Module):
         self.proj = nn.Sequential(*layers)
 
     def forward(self, clips: Tensor) -> tuple[Tensor, Grid]:
-        x = self.proj(clips)
-        grid = tuple(x.shape[2:])
-        return x.flatten(2).transpose(1, 2), grid  # type: ignore[return-value]
+        return grid_to_tokens(self.proj(clips))
 
 
 class FusedQKV(nn.Linear):
