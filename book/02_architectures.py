@@ -39,8 +39,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import display
 
-from stdyn import experiments, plots, profiles, worlds
-from stdyn.experiments import claim
+from stdyn import claims, experiments, plots, profiles, testbed, worlds
 
 if task != "action":
     raise ValueError(f"task {task!r} is not part of this chapter yet; use task='action'")
@@ -59,6 +58,15 @@ pd.Series({"clips": f"{P.n_train} train / {P.n_measure} measured, 3x{P.frames}x{
 #
 # Each model comes from the model cache: trained once per configuration, shared with every
 # other chapter that asks for the same one.
+
+
+# %% [markdown]
+# The testbed checks (chapter 0) come first: where they fail, this chapter's verdicts about
+# dynamics read "not tested".
+
+# %%
+bed = testbed.validate(profile, seed=seed, device=device)
+bed.banner()
 
 # %%
 study = experiments.survey(models, [world], P, seed=seed, device=device)
@@ -98,55 +106,48 @@ table.join(accuracy.set_index("model")["val_acc"].rename("val acc"), how="left")
 # %% [markdown]
 # ## Claims
 #
-# Each claim of the paper's Sec. 4.1.1, tested on this run. Intervals are 95% bootstrap
-# intervals over clips; differences between models are paired (same clips, same resamples). A
-# claim that one number exceeds another reproduces only when the interval of the difference lies
-# above zero. A claim of similarity ("about as many as") also holds, trivially, when neither model
-# has any dynamic units: read it together with the unit counts above.
+# Each claim of the paper's Sec. 4.1.1, tested on this run with `stdyn.claims`. Intervals are
+# 95% bootstrap intervals over clips; differences between models are paired (same clips, same
+# resamples). "Exceeds" reproduces only when the interval of the difference lies above zero, and
+# is contradicted when it lies below; "similar" is an equivalence test: the whole interval of the
+# difference must lie within the stated margin. A model whose clean top-1 is not at least halfway
+# from chance to the best model's makes the claims about it "not tested"; so does a failed
+# testbed check for the claims about dynamics.
 
 # %%
-rows = []
+board = claims.Board(chapter="02", seeds=1)
+board.gate("dynamics", bed.dynamics_ok, "testbed: " + "; ".join(bed.failures()))
+board.competence(100 * accuracy.set_index("model")["val_acc"], 100 * chance)
+last = {m: study.layerwise(m, world).percent("dynamic") for m in models}
+units_of = {m: study.unitwise(m, world, threshold=threshold) for m in models}
 if SINGLE_STREAM:
-    margins = {(m, l): study.layerwise(m, world, l).percent("static") - study.layerwise(m, world, l).percent("dynamic")
-               for m in SINGLE_STREAM for l in study.measurements[m, world].layers}
-    smallest = min(margins, key=lambda k: margins[k].value)
-    static_everywhere = sum(v.above() for v in margins.values())
-    rows.append(claim(
-        "single-stream 3D CNNs (C2D, I3D, X3D) are static-biased at every stage",
-        "all stages static > dynamic",
-        f"{static_everywhere}/{len(margins)} stages static > dynamic; smallest margin "
-        f"{smallest[0]} {smallest[1]}: {margins[smallest]} points",
-        static_everywhere == len(margins)))
+    board.add("single-stream 3D CNNs (C2D, I3D, X3D) are static-biased at every stage", claims.all_of({
+        f"{m} {l}": claims.exceeds(study.layerwise(m, world, l).percent("static"),
+                                   study.layerwise(m, world, l).percent("dynamic"))
+        for m in SINGLE_STREAM for l in study.measurements[m, world].layers}),
+        paper="static > dynamic at all stages", needs=["dynamics", *SINGLE_STREAM])
 if {"slowonly", "fastonly"} <= set(models):
-    diff = (study.unitwise("fastonly", world, threshold=threshold).percent("dynamic")
-            - study.unitwise("slowonly", world, threshold=threshold).percent("dynamic"))
-    rows.append(claim("FastOnly encodes more dynamic units than SlowOnly (last stage, unit-wise)",
-                      "FastOnly >> SlowOnly", f"difference {diff} points of channels", diff.above()))
+    board.exceeds("FastOnly encodes more dynamic units than SlowOnly (last stage, unit-wise, % of channels)",
+                  units_of["fastonly"].percent("dynamic"), units_of["slowonly"].percent("dynamic"),
+                  paper="FastOnly >> SlowOnly", needs=["dynamics", "fastonly", "slowonly"])
 if {"slowonly", "slowfast"} <= set(models):
     slow_layers = [l for l in study.measurements["slowfast", world].layers if l.startswith("slow.")]
-    only_layers = study.measurements["slowonly", world].layers
-    gains = [study.layerwise("slowfast", world, s).percent("dynamic") - study.layerwise("slowonly", world, o).percent("dynamic")
-             for s, o in zip(slow_layers[1:], only_layers[1:])]
-    rows.append(claim("the fast pathway raises the slow pathway's dynamic units from stage 2 on",
-                      "+3.3 points at stage 2", "stages 2-5: " + ", ".join(str(g) for g in gains) + " points",
-                      all(g.above() for g in gains)))
+    board.add("the fast pathway raises the slow pathway's dynamic units from stage 2 on (layer-wise)", claims.all_of({
+        f"stage {i}": claims.exceeds(study.layerwise("slowfast", world, s).percent("dynamic"),
+                                     study.layerwise("slowonly", world, o).percent("dynamic"))
+        for i, (s, o) in enumerate(zip(slow_layers, study.measurements["slowonly", world].layers), 1) if i >= 2}),
+        paper="+3.3 points at stage 2", needs=["dynamics", "slowfast", "slowonly"])
 if {"fastonly", "slowfast"} <= set(models):
-    diff = (study.layerwise("slowfast", world, branch="fast").percent("dynamic")
-            - study.layerwise("fastonly", world).percent("dynamic"))
-    rows.append(claim("the fast branch extracts more dynamics inside SlowFast than alone (FastOnly), last stage",
-                      "SF-Fast > FastOnly", f"difference {diff} points", diff.above()))
+    board.exceeds("the fast branch extracts more dynamics inside SlowFast than alone (FastOnly), last stage",
+                  study.layerwise("slowfast", world, branch="fast").percent("dynamic"), last["fastonly"],
+                  paper="SF-Fast > FastOnly", needs=["dynamics", "slowfast", "fastonly"])
 if "c2d" in models and {"i3d", "slowonly"} & set(models):
     others = [m for m in ("i3d", "slowonly") if m in models]
-    diffs = {m: study.layerwise(m, world).percent("dynamic") - study.layerwise("c2d", world).percent("dynamic")
-             for m in others}
-    rows.append(claim("3D CNNs such as I3D and SlowOnly have about as many dynamic units as C2D (last stage)",
-                      "similar to C2D (within 3 points)", "; ".join(f"{m} - c2d: {d} points" for m, d in diffs.items()),
-                      all(abs(d.value) < 3 for d in diffs.values())))
+    board.add("3D CNNs such as I3D and SlowOnly have as many dynamic units as C2D, within 3 points (last stage)",
+              claims.all_of({f"{m} - c2d": claims.similar(last[m], last["c2d"], margin=3.0) for m in others}),
+              paper="similar to C2D", needs=["dynamics", "c2d", *others])
 for model in TRANSFORMERS:
-    result = study.unitwise(model, world, threshold=threshold)
-    static_joint = result.percent("static").value + result.percent("joint").value
-    rows.append(claim(f"{model} produces mainly static and joint units (last block)",
-                      "mainly static and joint", f"static + joint = {static_joint:.1f}% of channels",
-                      static_joint > 50))
-claims = experiments.claims_table(rows)
-claims
+    board.at_least(f"{model} produces mainly static and joint units: at least half of its channels (last block)",
+                   units_of[model].percent("static") + units_of[model].percent("joint"), 50.0,
+                   paper="mainly static and joint", needs=["dynamics", model])
+board.show()

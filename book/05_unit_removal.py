@@ -49,13 +49,12 @@ import numpy as np
 import pandas as pd
 from IPython.display import display
 
-from stdyn import experiments, interventions, plots, profiles, worlds, zoo
-from stdyn.experiments import claim
+from stdyn import claims, experiments, interventions, plots, profiles, testbed, worlds, zoo
 
 if task != "action":
     raise ValueError(f"task {task!r} is not part of this chapter yet; use task='action'")
 P = profiles.get(profile)
-random_draws = {"smoke": 3, "quick": 10, "full": 20}.get(P.name, 10)  # random baseline: draws per k
+random_draws = {"smoke": 5, "quick": 10, "full": 20}.get(P.name, 10)  # random baseline: draws per k
 pd.Series({"model / world": f"{model} on {world}: {worlds.describe(world).splitlines()[0]}",
            "clips": f"{P.n_train} train / {P.n_measure} measured / {P.n_val} evaluated, 3x{P.frames}x{P.size}x{P.size}",
            "training": f"{P.epochs} epochs, {P.optimizer}, lr {P.lr}, batch {P.batch_size}",
@@ -69,6 +68,15 @@ pd.Series({"model / world": f"{model} on {world}: {worlds.describe(world).splitl
 # its units are measured on stylized held-out clips. Its top-1 on those clips in each style
 # tells how far its features follow a clip through a change of style, which the dynamic scores
 # need (see the training-dynamics chapter).
+
+
+# %% [markdown]
+# The testbed checks (chapter 0) come first: where they fail, this chapter's verdicts about
+# dynamics read "not tested".
+
+# %%
+bed = testbed.validate(profile, seed=seed, device=device)
+bed.banner()
 
 # %%
 entry = zoo.get(model, world, profile=P, seed=seed, device=device)
@@ -105,8 +113,8 @@ plt.show()
 rankings = {"static": interventions.rank_units(result, "static", by=rank_by),
             "dynamic": interventions.rank_units(result, "dynamic", by=rank_by),
             "random": interventions.random_units(n_channels, n_channels, draws=random_draws, seed=seed)}
-curve = interventions.removal_curve(entry.model, val, layer, rankings, ks, batch_size=P.measure_batch_size,
-                                    device=entry.device)
+curve = interventions.removal_correct(entry.model, val, layer, rankings, ks, batch_size=P.measure_batch_size,
+                                      device=entry.device)
 curve["accuracy"] *= 100
 random_runs = curve[curve["kind"] == "random"].groupby("k")["accuracy"]
 summary = pd.DataFrame({
@@ -144,8 +152,10 @@ if "branch" in scores:
 # ## Claims
 #
 # A ranking is compared with the random baseline over the whole curve: the mean top-1 over the
-# removed *k* (the area under the removal curve), against the same mean for each random draw,
-# whose range serves as the interval. Per *k*, the table above gives the details.
+# removed *k* (the area under the removal curve). Its 95% interval comes from a bootstrap over
+# the evaluated clips (the same resamples for every ranking, so differences are paired); the
+# random baseline's also resamples its `random_draws` draws, then clips. Per *k*, the table above
+# gives the details.
 #
 # Where the static curve falls fastest instead of the dynamic one, two things are worth
 # knowing. The dynamic scores come from stylized pairs, and a model near chance on stylized
@@ -156,23 +166,17 @@ if "branch" in scores:
 # clip belongs to.
 
 # %%
-removed_ks = [k for k in ks if k > 0]
-area = curve[curve["k"].isin(removed_ks)].groupby(["kind", "draw"])["accuracy"].mean()
-random_area = area["random"]
-per_k = summary.loc[removed_ks]
-rows = [claim(
-    "removing the top-k dynamic units hurts SSv2 accuracy most (SlowFast, final layer)",
-    "dynamic below static and random",
-    f"mean top-1 over k = {removed_ks}: dynamic {area['dynamic', 0]:.1f}%, static {area['static', 0]:.1f}%, "
-    f"random {random_area.mean():.1f}% [{random_area.min():.1f}, {random_area.max():.1f}]; lowest at "
-    f"{int(((per_k['dynamic'] < per_k['static']) & (per_k['dynamic'] < per_k['random min'])).sum())}"
-    f"/{len(removed_ks)} k",
-    bool(area["dynamic", 0] < area["static", 0] and area["dynamic", 0] < random_area.min()))]
-rows.append(claim(
-    "removing units ranked by the metric hurts more than removing random units",
-    "both rankings below random",
-    f"mean top-1: static {area['static', 0]:.1f}%, dynamic {area['dynamic', 0]:.1f}%, random draws "
-    f"[{random_area.min():.1f}, {random_area.max():.1f}]%",
-    bool(max(area["static", 0], area["dynamic", 0]) < random_area.min())))
-claims = experiments.claims_table(rows)
-claims
+area = experiments.removal_area(curve, [k for k in ks if k > 0], replicates=experiments.BOOTSTRAP[P.name], seed=seed)
+board = claims.Board(chapter="05", seeds=1)
+board.gate("dynamics", bed.dynamics_ok, "testbed: " + "; ".join(bed.failures()))
+board.competence({model: 100 * entry.val_accuracy}, chance)
+board.add("removing the top-k dynamic units hurts SSv2 accuracy most "
+          "(SlowFast, final layer; mean top-1 over the removed k)",
+          claims.all_of({"static vs dynamic": claims.exceeds(area["static"], area["dynamic"]),
+                         "random vs dynamic": claims.exceeds(area["random"], area["dynamic"])}),
+          paper="dynamic below static and random", needs=["dynamics", model])
+board.add("removing units ranked by the metric hurts more than removing random units (mean top-1 over the removed k)",
+          claims.all_of({f"random vs {kind}": claims.exceeds(area["random"], area[kind])
+                         for kind in ("static", "dynamic")}),
+          paper="both rankings below random", needs=["dynamics", model])
+board.show()

@@ -22,6 +22,10 @@ Layout, relative to the book root (the folder holding ``_config.yml`` and ``_toc
 - ``NN_name.running.ipynb`` while a chapter runs; ``NN_name.failed.ipynb`` when it failed (kept for
   debugging, never published; the previous good run stays in place).
 - ``_build/timings.csv``: one row per chapter run (chapter, profile, seconds, status, finished).
+- ``_build/claims.csv``: every claim the chapters checked (chapter, claim, paper, measured,
+  verdict, seeds, note), read from the executed notebooks' claims tables (:mod:`stdyn.claims`);
+  the site's scorecard page (the ``_toc.yml`` entry named ``scorecard``) shows the same rows,
+  the count of each verdict, and which chapters have no rows (not run, failed, no claims table).
 - ``_build/site``: the staged book source (configuration, table of contents, pages and assets of
   the chapter folders, the executed notebooks); ``_build/html``: the site.
 
@@ -52,12 +56,14 @@ from unittest import mock
 
 import jupytext
 import nbformat
+import pandas as pd
 import papermill
 import yaml
 from papermill.exceptions import PapermillExecutionError
 from papermill.translators import PythonTranslator
 from traitlets.config import Config
 
+from stdyn import claims
 from stdyn.plots import NO_WIDGETS
 
 PROFILES = ("smoke", "quick", "full")
@@ -73,6 +79,8 @@ TIMINGS_FIELDS = ("chapter", "profile", "seconds", "status", "finished")
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 PAGE_SUFFIXES = (".md", ".rst", ".ipynb")
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+CLAIMS_CSV = "claims.csv"
+SCORECARD = "scorecard"  # the _toc.yml entry (by file name) that shows every chapter's claims
 
 
 class ChapterError(RuntimeError):
@@ -365,6 +373,93 @@ def record_timing(path: Path, chapter: str, profile: str, seconds: float, status
         writer.writerow([chapter, profile, f"{seconds:.1f}", status, finished])
 
 
+# ----------------------------------------------------------------------------- the scorecard
+
+
+def collect_claims(
+    book_root: Path | str | None = None, notebooks_dir: Path | str | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every chapter's claims rows, read from its executed notebook, in the book's order.
+
+    Returns the rows (:data:`stdyn.claims.COLUMNS`) and one line per chapter: chapter, title,
+    status ("ok", "not run", "failed", "failed; earlier run shown", "no claims table",
+    "unreadable"), the profile it ran at, and its number of claims. A chapter without an
+    executed notebook contributes no rows; nothing here raises for a missing or broken chapter.
+    """
+    book_root = _root(book_root)
+    notebooks_dir = Path(notebooks_dir).resolve() if notebooks_dir else book_root / "_build" / "notebooks"
+    rows: list[dict[str, Any]] = []
+    status = []
+    for source in chapters(book_root):
+        executed = notebooks_dir / f"{source.stem}.ipynb"
+        failed = notebooks_dir / f"{source.stem}.failed.ipynb"
+        line = {"chapter": source.stem, "title": _chapter_title(source), "status": "ok", "profile": "",
+                "claims": 0}
+        if not executed.is_file():
+            line["status"] = "failed" if failed.is_file() else "not run"
+            status.append(line)
+            continue
+        try:
+            notebook = nbformat.read(executed, as_version=4)
+            found = claims.notebook_rows(notebook)
+        except Exception as error:  # a damaged notebook must not stop the scorecard
+            line["status"] = f"unreadable ({type(error).__name__})"
+            status.append(line)
+            continue
+        line["profile"] = str(notebook.metadata.get("papermill", {}).get("parameters", {}).get("profile", ""))
+        line["claims"] = len(found)
+        if failed.is_file() and failed.stat().st_mtime > executed.stat().st_mtime:
+            line["status"] = "failed; earlier run shown"
+        elif not found:
+            line["status"] = "no claims table"
+        rows.extend({**row, "chapter": row.get("chapter") or source.stem.split("_", 1)[0]} for row in found)
+        status.append(line)
+    columns = ["chapter", "title", "status", "profile", "claims"]
+    return pd.DataFrame(rows, columns=list(claims.COLUMNS)), pd.DataFrame(status, columns=columns)
+
+
+def write_claims(
+    book_root: Path | str | None = None, notebooks_dir: Path | str | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`collect_claims`, written to ``<book root>/_build/claims.csv``; returns both frames."""
+    book_root = _root(book_root)
+    rows, status = collect_claims(book_root, notebooks_dir)
+    path = book_root / "_build" / CLAIMS_CSV
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows.to_csv(path, index=False)
+    return rows, status
+
+
+def scorecard_page(rows: pd.DataFrame, status: pd.DataFrame) -> str:
+    """The scorecard as a MyST page: counts per verdict, one table of every claim, and the
+    chapters that contributed no rows."""
+    counted = claims.counts(rows)
+    lines = [
+        "# Scorecard", "",
+        "Every claim the chapters checked, collected from their last successful runs. A claim is",
+        "*reproduced* when the 95% bootstrap interval says what the paper says, *not reproduced* when",
+        "the interval cannot decide, *contradicted* when it lies on the other side, and *not tested*",
+        "when there is no interval or a check it depends on failed (the note says which).", "",
+        "| verdict | claims |", "|---|---|",
+        *(f"| {verdict} | {n} |" for verdict, n in counted.items()),
+        f"| total | {len(rows)} |", "",
+    ]
+    profiles_run = sorted({p for p in status["profile"] if p})
+    if profiles_run:
+        lines += [f"Profile{'s' if len(profiles_run) > 1 else ''} of these runs: {', '.join(profiles_run)}"
+                  + (" (a smoke run checks that the chapters run; its verdicts mean nothing)."
+                     if "smoke" in profiles_run else "."), ""]
+    if len(rows):
+        shown = rows.rename(columns={"paper": "paper's value", "measured": "measured here"})
+        lines += [claims.html_table(shown), ""]
+    absent = status[status["status"] != "ok"]
+    if len(absent):
+        lines += ["## Chapters without a current claims table", ""]
+        lines += [f"- {row.title} (`{row.chapter}`): {row.status}" for row in absent.itertuples()]
+        lines += ["", "Run a chapter with `python -m stdyn.book NN`, which rebuilds this page.", ""]
+    return "\n".join(lines)
+
+
 # ----------------------------------------------------------------------------- the site
 
 
@@ -422,6 +517,15 @@ def _stage_site(book_root: Path, notebooks_dir: Path, site_src: Path) -> list[st
             for page in book_root.glob(f"{entry}.*"):
                 if page.suffix in PAGE_SUFFIXES:
                     shutil.copy2(page, site_src / page.name)
+
+    rows, status = write_claims(book_root, notebooks_dir)
+    for entry in entries:
+        if Path(entry).name == SCORECARD:
+            page = site_src / f"{entry}.md"
+            page.parent.mkdir(parents=True, exist_ok=True)
+            for other in PAGE_SUFFIXES:  # one source per page, or Sphinx warns
+                page.with_suffix(other).unlink(missing_ok=True)
+            page.write_text(scorecard_page(rows, status))
 
     missing = []
     for source in chapters(book_root):
@@ -557,6 +661,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if status == "ok":
             print(f"  {source.stem}: {seconds:.1f} s -> {notebook}", flush=True)
 
+    if failures or args.no_site:
+        rows, _ = write_claims(book_root, args.out)
+        print(f"claims: {len(rows)} rows -> {book_root / '_build' / CLAIMS_CSV}", flush=True)
     if failures:
         names = ", ".join(error.chapter for error in failures)
         print(f"{len(failures)} chapter(s) failed: {names}; the site was not rebuilt", file=sys.stderr)

@@ -380,7 +380,14 @@ class Estimate:
     def __sub__(self, other: Estimate) -> Estimate:
         if len(self.replicates) != len(other.replicates):
             raise ValueError("estimates with different numbers of bootstrap replicates cannot be paired")
-        return Estimate(self.value - other.value, self.replicates - other.replicates)
+        with np.errstate(invalid="ignore"):  # inf - inf (e.g. a ratio over a zero replicate) is NaN
+            return Estimate(self.value - other.value, self.replicates - other.replicates)
+
+    def __add__(self, other: Estimate) -> Estimate:
+        if len(self.replicates) != len(other.replicates):
+            raise ValueError("estimates with different numbers of bootstrap replicates cannot be paired")
+        with np.errstate(invalid="ignore"):
+            return Estimate(self.value + other.value, self.replicates + other.replicates)
 
     def __str__(self) -> str:
         lo, hi = self.interval()

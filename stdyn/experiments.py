@@ -1,4 +1,4 @@
-"""What the chapters share: zoo models measured on their world (cached), tidy tables, claims.
+"""What the chapters share: zoo models measured on their world (cached), tidy tables, estimates.
 
 >>> study = survey(["slowonly", "fastonly"], ["kinetics", "ssv2"], profile="quick")
 >>> study.layers()      # model, world, series, stage, layer, factor, percent, lo, hi
@@ -16,6 +16,7 @@ import pandas as pd
 
 from stdyn import estimator, pairs, profiles, stylize, zoo
 from stdyn.cache import config_key, load_tensors
+from stdyn.claims import combine_seeds
 from stdyn.estimator import Estimate
 from stdyn.probe import Measurement, measure
 
@@ -185,19 +186,6 @@ def relative_drop(baseline: Estimate, changed: Estimate) -> Estimate:
                         100.0 * (baseline.replicates - changed.replicates) / baseline.replicates)
 
 
-def claim(text: str, paper: str, measured: str, reproduced: bool | None) -> dict[str, Any]:
-    """One row of a chapter's claims table (``reproduced=None``: could not be tested in this run)."""
-    verdict = {True: "reproduced", False: "not reproduced", None: "not tested"}[reproduced]
-    return {"claim": text, "paper": paper, "measured here": measured, "verdict": verdict}
-
-
-def claims_table(rows: Sequence[dict[str, Any]]) -> Any:
-    """The claims as a styled table: green when reproduced, red when not."""
-    frame = pd.DataFrame(rows)
-    colours = {"reproduced": "background-color: #d9f2d9", "not reproduced": "background-color: #f8d7d3"}
-    return frame.style.map(lambda v: colours.get(v, ""), subset=["verdict"]).hide(axis="index")
-
-
 # ----------------------------------------------------------------------------- training dynamics, interventions
 
 
@@ -243,15 +231,42 @@ def mean_estimate(estimates: Iterable[Estimate]) -> Estimate:
     """The mean of estimates of one quantity (e.g. over training seeds), replicate by replicate.
 
     Its interval is the bootstrap interval over clips of the mean; the spread between the seeds
-    themselves is not in it (report it beside it).
+    themselves is not in it (:func:`stdyn.claims.combine_seeds` resamples seeds, then clips).
     """
     estimates = list(estimates)  # also a pandas Series of estimates (e.g. in groupby().agg)
     if not estimates:
         raise ValueError("mean_estimate needs at least one estimate")
     if len({len(e.replicates) for e in estimates}) > 1:
         raise ValueError("estimates with different numbers of bootstrap replicates cannot be averaged")
-    return Estimate(float(np.mean([e.value for e in estimates])),
-                    np.mean([e.replicates for e in estimates], axis=0))
+    with np.errstate(invalid="ignore"):  # inf and -inf replicates average to NaN, which leaves the interval
+        return Estimate(float(np.mean([e.value for e in estimates])),
+                        np.mean([e.replicates for e in estimates], axis=0))
+
+
+def removal_area(table: pd.DataFrame, ks: Iterable[int], *, replicates: int = 1000,
+                 seed: int = 0) -> dict[str, Estimate]:
+    """Mean top-1 (percent) over the removed ``ks`` of each kind of a
+    :func:`stdyn.interventions.removal_correct` table (the area under its removal curve).
+
+    Replicates resample clips (the same resamples for every kind, so kinds pair); a kind with
+    several draws (the random baseline) is combined over its draws with
+    :func:`stdyn.claims.combine_seeds`, resampling draws, then clips.
+    """
+    ks = [int(k) for k in ks]
+    if not ks:
+        raise ValueError("removal_area needs at least one k")
+    chosen = table[table["k"].isin(ks)]
+    areas = {}
+    for kind, runs in chosen.groupby("kind", sort=False):
+        per_draw = []
+        for draw, group in runs.groupby("draw", sort=True):
+            missing = sorted(set(ks) - set(group["k"]))
+            if missing:
+                raise ValueError(f"the {kind!r} runs (draw {draw}) have no k = {missing}")
+            per_draw.append(mean_estimate(accuracy_estimate(np.asarray(c), replicates=replicates, seed=seed)
+                                          for c in group.sort_values("k")["correct"]))
+        areas[str(kind)] = combine_seeds(per_draw, seed=seed)
+    return areas
 
 
 FREQUENCY_ENDS = ("most", "least")

@@ -138,6 +138,30 @@ def random_units(n_channels: int, k: int, *, draws: int, seed: int) -> list[np.n
     return [np.random.default_rng([seed, draw]).permutation(n_channels)[:k] for draw in range(draws)]
 
 
+def _removal_runs(model: nn.Module, dataset: torch.utils.data.Dataset, layer: str,
+                  rankings: Mapping[str, np.ndarray | Sequence[np.ndarray]], ks: Sequence[int],
+                  score: Callable[[nn.Module, torch.utils.data.Dataset], Any],
+                  progress: bool) -> list[tuple[str, int, int, Any]]:
+    """``(kind, k, draw, score)`` with the top-k units of each ranking removed; each distinct set once."""
+    check_layers(model, [layer])
+    runs = []
+    for kind, ranking in rankings.items():
+        for draw, order in enumerate(_draws(ranking)):
+            for k in ks:
+                if not 0 <= k <= len(order):
+                    raise ValueError(f"k={k} is out of range for the {kind!r} ranking of {len(order)} channels")
+                runs.append((kind, int(k), draw, order[: int(k)]))
+    score_of: dict[tuple[int, ...], Any] = {}
+    scored = []
+    for kind, k, draw, channels in tqdm(runs, desc=f"removing units of {layer}", disable=not progress):
+        removed = tuple(sorted(int(c) for c in channels))
+        if removed not in score_of:
+            with remove_units(model, layer, removed):
+                score_of[removed] = score(model, dataset)
+        scored.append((kind, k, draw, score_of[removed]))
+    return scored
+
+
 def removal_curve(
     model: nn.Module,
     dataset: torch.utils.data.Dataset,
@@ -158,23 +182,32 @@ def removal_curve(
     :func:`stdyn.train.evaluate`. Removing the same set twice (e.g. k = 0) is evaluated once.
     """
     evaluate = evaluate or functools.partial(train.evaluate, batch_size=batch_size, device=device)
-    check_layers(model, [layer])
-    runs = []
-    for kind, ranking in rankings.items():
-        for draw, order in enumerate(_draws(ranking)):
-            for k in ks:
-                if not 0 <= k <= len(order):
-                    raise ValueError(f"k={k} is out of range for the {kind!r} ranking of {len(order)} channels")
-                runs.append((kind, int(k), draw, order[: int(k)]))
-    accuracy_of: dict[tuple[int, ...], float] = {}
-    rows = []
-    for kind, k, draw, channels in tqdm(runs, desc=f"removing units of {layer}", disable=not progress):
-        removed = tuple(sorted(int(c) for c in channels))
-        if removed not in accuracy_of:
-            with remove_units(model, layer, removed):
-                accuracy_of[removed] = float(evaluate(model, dataset))
-        rows.append({"kind": kind, "k": k, "draw": draw, "accuracy": accuracy_of[removed]})
-    return pd.DataFrame(rows, columns=["kind", "k", "draw", "accuracy"])
+    runs = _removal_runs(model, dataset, layer, rankings, ks, lambda m, d: float(evaluate(m, d)), progress)
+    return pd.DataFrame(runs, columns=["kind", "k", "draw", "accuracy"])
+
+
+def removal_correct(
+    model: nn.Module,
+    dataset: torch.utils.data.Dataset,
+    layer: str,
+    rankings: Mapping[str, np.ndarray | Sequence[np.ndarray]],
+    ks: Sequence[int],
+    *,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> pd.DataFrame:
+    """:func:`removal_curve` clip by clip: columns kind, k, draw, correct (a boolean array (N,)
+    per run, in dataset order) and accuracy, for bootstrap intervals over clips."""
+
+    def correct(model: nn.Module, dataset: torch.utils.data.Dataset) -> np.ndarray:
+        logits, labels = train.predict(model, dataset, batch_size=batch_size, device=device)
+        return (logits.argmax(1) == labels).numpy()
+
+    frame = pd.DataFrame(_removal_runs(model, dataset, layer, rankings, ks, correct, progress),
+                         columns=["kind", "k", "draw", "correct"])
+    frame["accuracy"] = [float(c.mean()) for c in frame["correct"]]
+    return frame
 
 
 def _draws(ranking: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:

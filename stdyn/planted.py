@@ -16,9 +16,13 @@ of one textured object moving in a straight line over a still textured backgroun
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import nn
+
+from stdyn.estimator import Estimate, PairStats, categorize
 
 PLANTED = ("static",) * 3 + ("dynamic",) * 4 + ("joint",) * 4 + ("residual",) * 4 + ("dead",) * 2
 
@@ -95,3 +99,14 @@ class PlantedNet(nn.Module):
             dim=1,
         )
         return self.readout(features)
+
+
+def recovery(stats: PairStats, planted: Sequence[str], threshold: float = 0.5) -> Estimate:
+    """Percent of channels whose measured category (at ``threshold``) is their planted one, with
+    a replicate per bootstrap replicate of ``stats`` (e.g. ``measurement.stats["readout"]``)."""
+    if len(planted) != stats.n_channels:
+        raise ValueError(f"{len(planted)} planted categories for {stats.n_channels} channels")
+    scores = stats.unit_scores()
+    categories = categorize(scores["static"], scores["dynamic"], threshold, stats.dead_channels())
+    percent = 100.0 * (categories == np.asarray(planted, dtype=object)).mean(1)
+    return Estimate(float(percent[0]), percent[1:])

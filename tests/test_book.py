@@ -10,7 +10,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from stdyn import book
+from stdyn import book, claims
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -51,7 +51,7 @@ def test_parse_value_reads_literals_and_falls_back_to_strings():
 
 def test_chapters_follow_the_toc_and_resolve_by_number_name_or_path(book_root: Path):
     names = [source.stem for source in book.chapters(book_root)]
-    assert names == ["01_good", "02_raises", "03_warns", "04_progress", "05_untagged"]
+    assert names == ["01_good", "02_raises", "03_warns", "04_progress", "05_untagged", "06_claims"]
     expected = book_root / "book" / "01_good.py"
     for name in ("01", "01_good", "book/01_good.py", "book/01_good", expected):
         assert book.find_chapter(name, book_root) == expected
@@ -180,6 +180,7 @@ def test_prepare_only_injects_without_executing(book_root: Path, tmp_path: Path)
 def test_site_builds_offline_from_the_executed_notebooks(book_root: Path, capsys):
     book.run_chapter("01", "smoke", {"model": "r3d_18"}, book_root=book_root)
     book.run_chapter("04", "smoke", book_root=book_root)
+    book.run_chapter("06", "smoke", book_root=book_root)
     html = book.build_site(book_root)
 
     assert html == book_root / "_build" / "html"
@@ -191,6 +192,18 @@ def test_site_builds_offline_from_the_executed_notebooks(book_root: Path, capsys
     placeholder = re.sub(r"<[^>]+>", "", (html / "book" / "02_raises.html").read_text())
     assert "has not been run yet" in placeholder and "python -m stdyn.book 02" in placeholder
     assert "02_raises, 03_warns, 05_untagged" in capsys.readouterr().out
+
+    # The scorecard page, after the chapters: every claims row, the verdict counts, the chapters without rows.
+    scorecard = (html / "book" / "scorecard.html").read_text()
+    text = re.sub(r"<[^>]+>", "", scorecard)
+    assert "a exceeds b in dynamics" in text and "testbed check failed" in text
+    assert 'style="background-color: #d9f2d9"' in scorecard  # the verdict is coloured
+    assert re.search(r"reproduced\s*1\s*", text) and re.search(r"total\s*3", text)
+    assert "05_untagged" in text and "02_raises" in text  # chapters missing from the table
+    assert "smoke" in text
+    toc = (html / "book" / "06_claims.html").read_text()
+    assert "scorecard.html" in toc  # listed in the navigation
+    assert (book_root / "_build" / "claims.csv").is_file()
 
     # Offline: maths from the site's own MathJax, no script or stylesheet from the network.
     assert 'src="../_static/mathjax/tex-chtml.js' in page
@@ -211,3 +224,49 @@ def test_site_build_names_a_toc_entry_without_a_page(book_root: Path):
     (book_root / "book" / "intro.md").unlink()
     with pytest.raises(book.SiteBuildError, match="_toc.yml lists 'book/intro'"):
         book.build_site(book_root)
+
+
+# ----------------------------------------------------------------------------- the scorecard
+
+
+def test_claims_are_collected_from_the_executed_notebooks(book_root: Path):
+    book.run_chapter("06", "smoke", book_root=book_root)
+    rows, status = book.collect_claims(book_root)
+    assert list(rows.columns) == list(claims.COLUMNS)
+    assert rows["claim"].tolist() == ["a exceeds b", "a is like b", "a exceeds b in dynamics"]
+    assert rows["verdict"].tolist() == [claims.REPRODUCED, claims.CONTRADICTED, claims.NOT_TESTED]
+    assert rows["chapter"].eq("06").all() and rows["seeds"].eq(1).all()
+    assert rows.loc[2, "note"] == "testbed check failed"
+    by_chapter = status.set_index("chapter")
+    assert by_chapter.loc["06_claims", ["status", "profile", "claims"]].tolist() == ["ok", "smoke", 3]
+    assert by_chapter.loc["01_good", "status"] == "not run"
+
+
+def test_a_failed_or_broken_chapter_does_not_stop_the_scorecard(book_root: Path, capsys):
+    out = book_root / "_build" / "notebooks"
+    assert book.main(["02", "06", "--root", str(book_root), "--profile", "smoke"]) == 1  # 02 raises
+    with open(book_root / "_build" / "claims.csv") as handle:
+        written = list(csv.DictReader(handle))
+    assert [row["claim"] for row in written] == ["a exceeds b", "a is like b", "a exceeds b in dynamics"]
+    assert "claims: 3 rows" in capsys.readouterr().out
+    (out / "01_good.ipynb").write_text("{not a notebook")
+    rows, status = book.collect_claims(book_root)
+    by_chapter = status.set_index("chapter")["status"]
+    assert by_chapter["02_raises"] == "failed"
+    assert by_chapter["01_good"].startswith("unreadable")
+    assert len(rows) == 3
+    page = book.scorecard_page(rows, status)
+    assert "02_raises`): failed" in page and "| not tested | 1 |" in page
+    # A chapter that fails after a good run keeps its earlier rows, and says so.
+    good = book.run_chapter("02", "smoke", {"fail": False}, book_root=book_root)
+    os.utime(good, (1, 1))
+    (out / "02_raises.failed.ipynb").touch()
+    assert book.collect_claims(book_root)[1].set_index("chapter").loc["02_raises", "status"] == \
+        "failed; earlier run shown"
+
+
+def test_scorecard_without_any_run_lists_every_chapter_as_missing(book_root: Path):
+    rows, status = book.collect_claims(book_root)
+    assert rows.empty and set(status["status"]) == {"not run"}
+    page = book.scorecard_page(rows, status)
+    assert "| total | 0 |" in page and "06_claims`): not run" in page

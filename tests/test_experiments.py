@@ -12,6 +12,7 @@ from stdyn.experiments import (
     accuracy_estimate,
     dynamic_ratio,
     mean_estimate,
+    removal_area,
     settling_epoch,
     style_accuracy,
 )
@@ -99,6 +100,39 @@ def test_mean_estimate_averages_values_and_replicates():
         mean_estimate([])
     with pytest.raises(ValueError, match="replicates"):
         mean_estimate([a, Estimate(1.0, np.zeros(5))])
+
+
+# ----------------------------------------------------------------------------- removal_area
+
+
+def _removal_table(rng: np.random.Generator, n: int = 200) -> pd.DataFrame:
+    """Per-clip correctness of a removal experiment: ks 0, 2, 4; one static ranking, three random draws."""
+    full = rng.random(n) < 0.9
+    rows = []
+    for k, keep in ((0, 1.0), (2, 0.6), (4, 0.2)):
+        rows.append({"kind": "static", "k": k, "draw": 0, "correct": full & (rng.random(n) < keep)})
+        for draw in range(3):
+            rows.append({"kind": "random", "k": k, "draw": draw, "correct": full & (rng.random(n) < 0.85 + 0.05 * draw)})
+    return pd.DataFrame(rows)
+
+
+def test_removal_area_is_the_mean_top1_over_the_removed_ks_with_paired_replicates():
+    table = _removal_table(np.random.default_rng(0))
+    areas = removal_area(table, [2, 4], replicates=300, seed=5)
+    assert set(areas) == {"static", "random"}
+    static = table[(table.kind == "static") & table.k.isin([2, 4])]["correct"]
+    assert areas["static"].value == pytest.approx(100 * np.mean([c.mean() for c in static]))
+    random_runs = table[(table.kind == "random") & table.k.isin([2, 4])]
+    assert areas["random"].value == pytest.approx(100 * np.mean([c.mean() for c in random_runs["correct"]]))
+    assert len(areas["static"].replicates) == len(areas["random"].replicates) == 300
+    # The same clip resamples for every kind: a kind against itself differs by exactly 0.
+    again = removal_area(table, [2, 4], replicates=300, seed=5)
+    np.testing.assert_array_equal(again["static"].replicates, areas["static"].replicates)
+    # The random draws differ (85, 90, 95% kept): resampling draws widens the interval beyond clips alone.
+    one_draw = removal_area(table[table.draw == 0], [2, 4], replicates=300, seed=5)["random"]
+    assert np.ptp(areas["random"].interval()) > np.ptp(one_draw.interval())
+    with pytest.raises(ValueError, match="no k = \\[6\\]"):
+        removal_area(table, [2, 6])
 
 
 # ----------------------------------------------------------------------------- accuracy_by_frequency

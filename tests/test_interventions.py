@@ -20,6 +20,7 @@ from stdyn.interventions import (
     random_units,
     refresh_static_scores,
     remove_units,
+    removal_correct,
     removal_curve,
 )
 from stdyn.models import ClassifierHead
@@ -274,6 +275,19 @@ def test_removal_curve_evaluates_each_top_k_removal_once_in_a_tidy_frame():
     assert not model.features._forward_hooks
     with pytest.raises(ValueError, match="out of range"):
         removal_curve(model, dataset, "features", {"first": [0, 1, 2]}, ks=[4], progress=False)
+
+
+def test_removal_correct_scores_every_clip_and_agrees_with_the_curve():
+    model, dataset = ChannelReader().eval(), colour_dataset(30)
+    rankings = {"last": [2, 1, 0], "random": random_units(3, 3, draws=2, seed=0)}
+    table = removal_correct(model, dataset, "features", rankings, ks=[0, 1, 2], progress=False)
+    curve = removal_curve(model, dataset, "features", rankings, ks=[0, 1, 2], progress=False)
+    assert list(table.columns) == ["kind", "k", "draw", "correct", "accuracy"]
+    assert table["accuracy"].tolist() == pytest.approx(curve["accuracy"].tolist())
+    by = table.set_index(["kind", "k", "draw"])["correct"]
+    assert by["last", 0, 0].dtype == bool and by["last", 0, 0].all()
+    # Removing colour 2: exactly the clips of class 2 (every third) turn wrong.
+    np.testing.assert_array_equal(by["last", 1, 0], np.arange(30) % 3 != 2)
 
 
 # ----------------------------------------------------------------------------- StaticDropout

@@ -158,6 +158,22 @@ def test_planted_network_channels_are_recovered():
     assert layer.units["identical"] + layer.units["static"] + layer.units["dynamic"] == len(model.planted)
 
 
+def test_planted_recovery_has_a_replicate_per_bootstrap_replicate():
+    from stdyn.planted import recovery
+
+    model = PlantedNet()
+    result = stdyn.measure(model, moving_object_clips(64, frames=8, size=32, seed=1), batch_size=32,
+                           bootstrap=10, progress=False)
+    categories = result.unitwise("readout").categories
+    found = recovery(result.stats["readout"], model.planted)
+    assert found.value == pytest.approx(100 * np.mean(categories == np.array(model.planted)))
+    assert found.replicates.shape == (10,) and np.isfinite(found.replicates).all()
+    wrong = ["static"] * len(model.planted)
+    assert recovery(result.stats["readout"], wrong).value == pytest.approx(100 * np.mean(categories == "static"))
+    with pytest.raises(ValueError, match="planted categories"):
+        recovery(result.stats["readout"], ["static"])
+
+
 WORKER = textwrap.dedent(
     """
     import numpy as np, torch, torch.distributed as dist

@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 
 from .. import cache as _cache
-from . import base, render
+from . import appearance, base, render
 from . import motion, diving  # noqa: I001  importing them registers their worlds, in this order
 from .base import REGISTRY, SPLITS, World, WorldSpec, class_counts, register
 from .motion import ACTIONS, PAIRS, something_else_objects
@@ -77,7 +77,7 @@ def _check_config(world: WorldSpec, split: str, n: int, frames: int, size: int, 
 def cache_paths(config: dict[str, Any]) -> tuple[Path, Path]:
     """The data file and JSON manifest of a world's cache entry (keyed by config and code)."""
     world = spec(config["world"])
-    key = _cache.config_key(config, base, render, world.module)
+    key = _cache.config_key(config, base, render, appearance, world.module)
     stem = f"{config['world']}-{config['split']}-n{config['n']}-{config['frames']}x{config['size']}-{key}"
     folder = _cache.cache_dir("worlds")
     return folder / f"{stem}.pt", folder / f"{stem}.json"

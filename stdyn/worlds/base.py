@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +20,6 @@ from tqdm.auto import tqdm
 from . import render
 
 SPLITS: tuple[str, ...] = ("train", "val")
-NOISE_SIGMA = 0.02  # per-pixel camera noise, independent across frames (time-symmetric)
 
 
 @dataclass
@@ -47,6 +46,8 @@ class WorldSpec:
     classes: tuple[str, ...]
     generate: Callable[..., Generated]
     module: ModuleType  # hashed into cache keys, so editing the generator invalidates its entries
+    # annotate(meta, indices, frames, size) -> (object masks (B, T, S, S), exact flow (B, 2, T-1, S, S))
+    annotate: Callable[..., tuple[Tensor, Tensor]] | None = None
 
     @property
     def options(self) -> dict[str, Any]:
@@ -99,6 +100,20 @@ class World(Dataset):
     def clips(self, index: slice | Tensor | list[int] = slice(None)) -> Tensor:
         """A batch (B, 3, T, S, S) of float clips in [0, 1] (all clips by default)."""
         return self.data[index].float().div_(255.0)
+
+    def annotations(self, indices: Sequence[int] | np.ndarray) -> tuple[Tensor, Tensor]:
+        """The moving object's coverage (B, T, S, S) in [0, 1] and its exact forward optical flow
+        (B, 2, T-1, S, S) in pixels on the pixels it covers, for the clips ``indices``, drawn again
+        from their latents (worlds whose generator can annotate its clips only)."""
+        spec = REGISTRY.get(self.name)
+        if spec is None or spec.annotate is None:
+            annotated = [name for name, s in REGISTRY.items() if s.annotate is not None]
+            raise ValueError(f"world {self.name!r} has no object masks or exact flow; worlds that do: "
+                             f"{', '.join(annotated)}")
+        meta = {column: self.meta[column].to_numpy() for column in self.meta.columns}
+        _, _, frames, size, _ = self.data.shape
+        with single_thread():
+            return spec.annotate(meta, np.asarray(indices), frames, size)
 
     @property
     def num_classes(self) -> int:
@@ -159,10 +174,11 @@ def single_thread() -> Iterator[None]:
 
 
 def render_chunks(n: int, frames: int, size: int, rng: np.random.Generator,
-                  draw: Callable[[np.ndarray], Tensor], progress: bool, desc: str) -> Tensor:
+                  draw: Callable[[np.ndarray], Tensor], noise: np.ndarray, progress: bool, desc: str) -> Tensor:
     """Render ``n`` clips chunk by chunk: ``draw(indices)`` returns float clips (B, 3, T, S, S)
-    without noise; camera noise is added from a per-chunk seeded stream and the result is
-    stored as uint8 (N, 3, T, S, S)."""
+    without noise; camera noise of standard deviation ``noise[i]`` for clip ``i`` (independent
+    across pixels and frames, so symmetric in time) is added from a per-chunk seeded stream and
+    the result is stored as uint8 (N, 3, T, S, S)."""
     step = chunk_size(frames, size)
     starts = range(0, n, step)
     noise_seeds = rng.integers(0, 2**62, size=len(starts))
@@ -171,7 +187,8 @@ def render_chunks(n: int, frames: int, size: int, rng: np.random.Generator,
         for start, noise_seed in zip(starts, noise_seeds):
             indices = np.arange(start, min(start + step, n))
             generator = torch.Generator().manual_seed(int(noise_seed))
-            out[start:start + len(indices)] = render.to_uint8(draw(indices), NOISE_SIGMA, generator)
+            sigma = torch.as_tensor(noise[indices], dtype=torch.float32).view(-1, 1, 1, 1, 1)
+            out[start:start + len(indices)] = render.to_uint8(draw(indices), sigma, generator)
             bar.update(len(indices))
     return out
 
@@ -186,32 +203,3 @@ def linear_path(start: np.ndarray, end: np.ndarray, indices: np.ndarray, frames:
     time = torch.linspace(0.0, 1.0, frames)
     first, last = as_tensor(start, indices), as_tensor(end, indices)
     return first[:, None] + (last - first)[:, None] * time
-
-
-N_PATTERNS = len(render.PATTERNS)
-N_SCENES = render.N_HUES * N_PATTERNS  # scene id = palette * N_PATTERNS + pattern
-
-
-def sample_scenes(rng: np.random.Generator, palette: np.ndarray) -> dict[str, np.ndarray]:
-    """Scene latents for clips whose palettes are given: a random pattern and its variation."""
-    n = len(palette)
-    pattern = rng.integers(0, N_PATTERNS, size=n)
-    return {
-        "scene_id": palette * N_PATTERNS + pattern,
-        "palette": palette,
-        "pattern": np.asarray(render.PATTERNS)[pattern],
-        "scene_phase": rng.uniform(0.0, 2 * np.pi, size=n),
-        "scene_angle": rng.uniform(0.0, np.pi, size=n),
-        "scene_frequency": rng.uniform(1.5, 3.5, size=n),
-        "scene_brightness": rng.uniform(0.9, 1.1, size=n),
-    }
-
-
-def draw_scenes(meta: dict[str, np.ndarray], indices: np.ndarray, size: int) -> Tensor:
-    """Backgrounds (B, 3, S, S) of the clips ``indices`` from their scene latents."""
-    pattern = torch.as_tensor(meta["scene_id"][indices] % N_PATTERNS)
-    return render.backgrounds(
-        torch.as_tensor(meta["palette"][indices]), pattern, as_tensor(meta["scene_phase"], indices),
-        as_tensor(meta["scene_angle"], indices), as_tensor(meta["scene_frequency"], indices),
-        as_tensor(meta["scene_brightness"], indices), size,
-    )

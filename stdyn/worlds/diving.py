@@ -8,18 +8,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import render
-from .base import (
-    Generated,
-    WorldSpec,
-    as_tensor,
-    draw_scenes,
-    linear_path,
-    register,
-    render_chunks,
-    sample_labels,
-    sample_scenes,
-)
+from . import appearance, render
+from .base import Generated, WorldSpec, as_tensor, linear_path, register, render_chunks, sample_labels
 
 # Joint angles in degrees (shoulder, elbow, hip, knee) of a figure seen from the side.
 # Shoulder 0 = arm along the body, 180 = overhead; hip 0 = legs in line with the torso.
@@ -122,8 +112,7 @@ def diving48(rng: np.random.Generator, split: str, n: int, frames: int, size: in
     """
     labels = sample_labels(rng, n, len(CLASSES), long_tail)
     sequences = CLASS_POSES[labels]
-    palettes = rng.integers(0, render.N_HUES, n)
-    colour = rng.integers(0, render.N_HUES, n)
+    look = appearance.sample(rng, n)
     centre_x, centre_y = rng.uniform(0.42, 0.58, (2, n)) * size
     drift, heading = rng.uniform(0.0, 0.1, n) * size, rng.uniform(0.0, 2 * np.pi, n)
     # A half somersault either way about a roughly upright mid-clip orientation: symmetric in
@@ -133,9 +122,7 @@ def diving48(rng: np.random.Generator, split: str, n: int, frames: int, size: in
     meta = {
         "poses": np.asarray(CLASSES)[labels],
         "pose_set": np.asarray(["+".join(sorted(POSE_NAMES[p] for p in seq)) for seq in sequences]),
-        "object_id": colour,
-        "colour": colour,
-        **sample_scenes(rng, palettes),
+        **look,
         "midpoint": rng.uniform(0.4, 0.6, n),
         "body_length": rng.uniform(0.55, 0.65, n) * size,
         "rotation_start": mid_rotation - 0.5 * turn,
@@ -156,10 +143,12 @@ def diving48(rng: np.random.Generator, split: str, n: int, frames: int, size: in
             linear_path(meta["rotation_start"], meta["rotation_end"], indices, frames),
             joints,
         )
-        paint = render.OBJECT_COLOURS[torch.as_tensor(colour[indices])]
-        return render.composite(draw_scenes(meta, indices, size), paint, render.coverage(distance))
+        main, _ = appearance.object_colours(meta, indices)
+        clips = render.composite(appearance.scene(meta, indices, size), main, render.coverage(distance))
+        return appearance.finish(clips, meta, indices)
 
-    return Generated(render_chunks(n, frames, size, rng, draw, progress, f"diving48/{split}"), labels, meta)
+    return Generated(render_chunks(n, frames, size, rng, draw, meta["noise"], progress, f"diving48/{split}"),
+                     labels, meta)
 
 
 register(WorldSpec("diving48", CLASSES, diving48, sys.modules[__name__]))

@@ -12,19 +12,10 @@ import sys
 import numpy as np
 import torch
 
-from . import render
-from .base import (
-    SPLITS,
-    Generated,
-    WorldSpec,
-    as_tensor,
-    draw_scenes,
-    linear_path,
-    register,
-    render_chunks,
-    sample_labels,
-    sample_scenes,
-)
+from torch import Tensor
+
+from . import appearance, render
+from .base import SPLITS, Generated, WorldSpec, as_tensor, linear_path, register, render_chunks, sample_labels
 
 ACTIONS: tuple[str, ...] = (
     "move_right", "move_left",
@@ -36,17 +27,17 @@ ACTIONS: tuple[str, ...] = (
 PAIRS: tuple[tuple[str, str], ...] = tuple(zip(ACTIONS[::2], ACTIONS[1::2]))
 MOVING: tuple[str, ...] = ("x", "y", "angle", "radius", "alpha")  # what each pair changes
 ATTRIBUTES: tuple[str, ...] = ("x", "y", "radius", "angle", "alpha")  # render.draw_objects' order
-N_OBJECTS = len(render.SHAPES) * render.N_HUES * len(render.TEXTURES)
+HUE_BINS = 10  # an object's identity: its shape, its hue (in one of ten bins) and its texture
+N_OBJECTS = len(render.SHAPES) * HUE_BINS * len(appearance.OBJECT_TEXTURES)
 
-# kinetics: each class's typical scene palette and object colour (fixed for the world).
-HOME_PALETTE = np.random.default_rng(400).permutation(render.N_HUES)[: len(ACTIONS)]
-HOME_COLOUR = np.random.default_rng(401).permutation(render.N_HUES)[: len(ACTIONS)]
+# kinetics: each class's typical scene layout (fixed for the world).
+HOME_LAYOUT = np.random.default_rng(400).permutation(len(appearance.LAYOUTS))[: len(ACTIONS)]
 OBJECT_SPLIT_SEED = 2018  # something_else: fixed per-class object split, whatever the seed
 
 
 def object_attributes(object_id: np.ndarray) -> dict[str, np.ndarray]:
-    """Shape, colour and texture indices of object ids (id = (shape * hues + colour) * textures + texture)."""
-    textures, hues = len(render.TEXTURES), render.N_HUES
+    """Shape, hue-bin and texture indices of object ids (id = (shape * hues + hue) * textures + texture)."""
+    textures, hues = len(appearance.OBJECT_TEXTURES), HUE_BINS
     return {
         "shape": object_id // (hues * textures),
         "colour": (object_id // textures) % hues,
@@ -56,7 +47,7 @@ def object_attributes(object_id: np.ndarray) -> dict[str, np.ndarray]:
 
 def object_id(shape: np.ndarray, colour: np.ndarray, texture: np.ndarray) -> np.ndarray:
     """Inverse of :func:`object_attributes`."""
-    return (shape * render.N_HUES + colour) * len(render.TEXTURES) + texture
+    return (shape * HUE_BINS + colour) * len(appearance.OBJECT_TEXTURES) + texture
 
 
 def sample_motion(rng: np.random.Generator, labels: np.ndarray, frames: int, size: int) -> dict[str, np.ndarray]:
@@ -120,31 +111,62 @@ def motion_paths(meta: dict[str, np.ndarray], indices: np.ndarray, frames: int) 
     return [x + orbit * angle.cos(), y + orbit * angle.sin(), radius, angle, alpha]
 
 
-def _generate(rng: np.random.Generator, labels: np.ndarray, objects: np.ndarray, palettes: np.ndarray,
-              frames: int, size: int, progress: bool, desc: str, **extra: np.ndarray) -> Generated:
+def _generate(rng: np.random.Generator, labels: np.ndarray, objects: np.ndarray, frames: int, size: int,
+              progress: bool, desc: str, layout: np.ndarray | None = None, **extra: np.ndarray) -> Generated:
+    """Render one object per clip: its identity from ``objects``, the rest of its look and the
+    scene from :func:`appearance.sample`, with a structural ``layout`` in every scene if given
+    (indices into ``appearance.LAYOUTS``); ``extra`` latents are recorded in meta."""
     attributes = object_attributes(objects)
+    look = appearance.sample(rng, len(labels))
+    # The object's hue lies in its identity's bin; saturation, brightness and the rest stay random.
+    hue = (attributes["colour"] + rng.random(len(labels))) / HUE_BINS
+    look.update(appearance.colours_of_luma(rng, look["object_luma"], "object", appearance.OBJECT_SATURATION_POWER,
+                                           hue=hue))
+    look["object_texture"] = np.asarray(appearance.OBJECT_TEXTURES)[attributes["texture"]]
     meta = {
         "pair": np.asarray(["/".join(pair) for pair in PAIRS])[labels // 2],
         "object_id": objects,
         "shape": np.asarray(render.SHAPES)[attributes["shape"]],
         "colour": attributes["colour"],
-        "texture": np.asarray(render.TEXTURES)[attributes["texture"]],
         **extra,
-        **sample_scenes(rng, palettes),
+        **look,
         **sample_motion(rng, labels, frames, size),
     }
+    if layout is not None:
+        meta.update(appearance.sample_layout(rng, layout, look["scene_luma"]))
 
-    def draw(indices: np.ndarray) -> torch.Tensor:
-        clips, _ = render.draw_objects(
-            draw_scenes(meta, indices, size),
-            torch.as_tensor(attributes["shape"][indices]),
-            torch.as_tensor(attributes["texture"][indices]),
-            render.OBJECT_COLOURS[torch.as_tensor(attributes["colour"][indices])],
-            *motion_paths(meta, indices, frames),
-        )
-        return clips
+    def draw(indices: np.ndarray) -> Tensor:
+        return appearance.finish(_draw_object(meta, indices, frames, size)[0], meta, indices)
 
-    return Generated(render_chunks(len(labels), frames, size, rng, draw, progress, desc), labels, meta)
+    return Generated(render_chunks(len(labels), frames, size, rng, draw, meta["noise"], progress, desc), labels, meta)
+
+
+def _draw_object(meta: dict[str, np.ndarray], indices: np.ndarray, frames: int, size: int) -> tuple[Tensor, Tensor]:
+    main, second = appearance.object_colours(meta, indices)
+    shapes = torch.as_tensor([render.SHAPES.index(name) for name in meta["shape"][indices]])
+    return render.draw_objects(
+        appearance.scene(meta, indices, size), shapes, main, *motion_paths(meta, indices, frames),
+        texture=lambda u, v: appearance.texture_mix(meta, indices, u, v), second_colour=second,
+    )
+
+
+def annotate(meta: dict[str, np.ndarray], indices: np.ndarray, frames: int, size: int) -> tuple[Tensor, Tensor]:
+    """The object's coverage (B, T, S, S) and its exact forward optical flow (B, 2, T-1, S, S)
+    in pixels (dx, dy) on the pixels it covers: where the point of the object under a pixel at
+    frame t is at frame t + 1 (zero where only opacity changes)."""
+    x, y, radius, angle, alpha = motion_paths(meta, indices, frames)
+    _, mask = _draw_object(meta, indices, frames, size)
+    u, v = render.local_coordinates(size, x, y, radius, angle)  # (B, T, S*S)
+    u, v = u[:, :-1], v[:, :-1]
+    cos, sin = angle[:, 1:, None].cos(), angle[:, 1:, None].sin()
+    scale = radius[:, 1:, None]
+    next_x = x[:, 1:, None] + scale * (cos * u - sin * v)
+    next_y = y[:, 1:, None] + scale * (sin * u + cos * v)
+    grid_x, grid_y = (c.flatten() for c in render.pixel_grid(size))
+    flow = torch.stack([next_x - grid_x, next_y - grid_y], 1)  # (B, 2, T-1, S*S)
+    covered = (mask[:, :-1] > 0).flatten(2)[:, None]
+    flow = torch.where(covered, flow, torch.zeros(()))
+    return mask, flow.view(len(indices), 2, frames - 1, size, size)
 
 
 def ssv2(rng: np.random.Generator, split: str, n: int, frames: int, size: int,
@@ -160,30 +182,28 @@ def ssv2(rng: np.random.Generator, split: str, n: int, frames: int, size: int,
     """
     labels = sample_labels(rng, n, len(ACTIONS), long_tail)
     objects = rng.integers(0, N_OBJECTS, n)
-    palettes = rng.integers(0, render.N_HUES, n)
-    return _generate(rng, labels, objects, palettes, frames, size, progress, f"ssv2/{split}")
+    return _generate(rng, labels, objects, frames, size, progress, f"ssv2/{split}")
 
 
 def kinetics(rng: np.random.Generator, split: str, n: int, frames: int, size: int,
-             long_tail: float | None, progress: bool, cue_strength: float = 0.6) -> Generated:
-    """Kinetics-400 stand-in: the ten ssv2 motions, but scene and object correlate with the class.
+             long_tail: float | None, progress: bool, cue_strength: float = 0.7) -> Generated:
+    """Kinetics-400 stand-in: the ten ssv2 motions, but the scene's layout correlates with the class.
 
-    With probability ``cue_strength`` a clip is set in its class's typical scene palette and
-    shows an object of its class's typical colour (recorded as ``cued`` in meta); otherwise both
-    are random. A single frame therefore reveals the class in about ``cue_strength`` of the
-    clips (plus chance on the rest): informative but not sufficient, so a model gains from both
-    the static cue and the motion.
+    Every scene holds a large static structure (a bar, a pole, a diagonal band, a frame, a ring,
+    corner blocks or a cross; see ``appearance.LAYOUTS``) in a colour of its own. With
+    probability ``cue_strength`` it is the class's typical layout (recorded as ``cued`` in meta),
+    otherwise one drawn at random. The cue is structure, not colour, so it survives recolouring
+    and stylization as a real scene does. A single frame therefore reveals the class in about
+    ``cue_strength`` of the clips (plus chance on the rest): informative but not sufficient, so a
+    model gains from both the static cue and the motion.
     """
     if not 0.0 <= cue_strength <= 1.0:
         raise ValueError(f"cue_strength must be in [0, 1] (the probability of a class-typical scene), got {cue_strength}")
     labels = sample_labels(rng, n, len(ACTIONS), long_tail)
     cued = rng.random(n) < cue_strength
-    shape = rng.integers(0, len(render.SHAPES), n)
-    texture = rng.integers(0, len(render.TEXTURES), n)
-    colour = np.where(cued, HOME_COLOUR[labels], rng.integers(0, render.N_HUES, n))
-    palettes = np.where(cued, HOME_PALETTE[labels], rng.integers(0, render.N_HUES, n))
-    objects = object_id(shape, colour, texture)
-    return _generate(rng, labels, objects, palettes, frames, size, progress, f"kinetics/{split}", cued=cued)
+    layout = np.where(cued, HOME_LAYOUT[labels], rng.integers(0, len(appearance.LAYOUTS), n))
+    objects = rng.integers(0, N_OBJECTS, n)
+    return _generate(rng, labels, objects, frames, size, progress, f"kinetics/{split}", layout=layout, cued=cued)
 
 
 def something_else_objects(split: str) -> dict[str, np.ndarray]:
@@ -211,10 +231,9 @@ def something_else(rng: np.random.Generator, split: str, n: int, frames: int, si
     labels = sample_labels(rng, n, len(ACTIONS), long_tail)
     allowed = np.stack(list(something_else_objects(split).values()))  # (actions, objects)
     objects = allowed[labels, rng.integers(0, allowed.shape[1], n)]
-    palettes = rng.integers(0, render.N_HUES, n)
-    return _generate(rng, labels, objects, palettes, frames, size, progress, f"something_else/{split}")
+    return _generate(rng, labels, objects, frames, size, progress, f"something_else/{split}")
 
 
-register(WorldSpec("ssv2", ACTIONS, ssv2, sys.modules[__name__]))
-register(WorldSpec("kinetics", ACTIONS, kinetics, sys.modules[__name__]))
-register(WorldSpec("something_else", ACTIONS, something_else, sys.modules[__name__]))
+register(WorldSpec("ssv2", ACTIONS, ssv2, sys.modules[__name__], annotate))
+register(WorldSpec("kinetics", ACTIONS, kinetics, sys.modules[__name__], annotate))
+register(WorldSpec("something_else", ACTIONS, something_else, sys.modules[__name__], annotate))

@@ -8,29 +8,15 @@ object is a change of coordinates.
 """
 from __future__ import annotations
 
-import colorsys
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
-SHAPES: tuple[str, ...] = ("ellipse", "rectangle", "triangle", "half_disc", "l_shape", "diamond")
-TEXTURES: tuple[str, ...] = ("solid", "stripes", "split")
-PATTERNS: tuple[str, ...] = ("flat", "gradient", "stripes", "checker")
-N_HUES = 10
+TextureFn = Callable[[Tensor, Tensor], Tensor]
 
-# Saturated object colours and muted background palettes on different hue offsets, so an
-# object always stands out from the scene by saturation and brightness.
-OBJECT_COLOURS = torch.tensor(
-    [colorsys.hsv_to_rgb(h / N_HUES, 0.85, 0.95) for h in range(N_HUES)], dtype=torch.float32
-)
-PALETTES = torch.tensor(
-    [
-        [colorsys.hsv_to_rgb((h + 0.5) / N_HUES, 0.50, 0.45), colorsys.hsv_to_rgb((h + 0.8) / N_HUES, 0.35, 0.62)]
-        for h in range(N_HUES)
-    ],
-    dtype=torch.float32,
-)  # (palette, 2 colours, RGB)
+SHAPES: tuple[str, ...] = ("ellipse", "rectangle", "triangle", "half_disc", "l_shape", "diamond")
 
 
 def pixel_grid(size: int) -> tuple[Tensor, Tensor]:
@@ -43,33 +29,6 @@ def pixel_grid(size: int) -> tuple[Tensor, Tensor]:
 def coverage(distance_px: Tensor) -> Tensor:
     """Soft mask in [0, 1] from a signed distance in pixels (negative inside)."""
     return (0.5 - distance_px).clamp_(0.0, 1.0)
-
-
-def backgrounds(palette: Tensor, pattern: Tensor, phase: Tensor, angle: Tensor, frequency: Tensor,
-                brightness: Tensor, size: int) -> Tensor:
-    """Static scenes (B, 3, S, S): a palette's two colours mixed by a pattern.
-
-    ``palette``/``pattern`` are (B,) indices into :data:`PALETTES`/:data:`PATTERNS`; ``phase``,
-    ``angle`` (radians), ``frequency`` (cycles per frame width) and ``brightness`` (a factor) are
-    (B,) per-clip variations of the pattern.
-    """
-    x, y = pixel_grid(size)
-    x, y = x / size, y / size
-    cos, sin = angle.cos()[:, None, None], angle.sin()[:, None, None]
-    along = x * cos + y * sin  # (B, S, S)
-    across = -x * sin + y * cos
-    wave = 2 * math.pi * frequency[:, None, None]
-    ph = phase[:, None, None]
-    mix = torch.zeros_like(along)
-    kind = pattern[:, None, None]
-    mix = torch.where(kind == PATTERNS.index("gradient"), (along - along.amin((1, 2), keepdim=True))
-                      / (along.amax((1, 2), keepdim=True) - along.amin((1, 2), keepdim=True) + 1e-6), mix)
-    mix = torch.where(kind == PATTERNS.index("stripes"), 0.5 + 0.5 * torch.sin(wave * along + ph), mix)
-    checker = torch.tanh(4 * torch.sin(wave * along + ph) * torch.sin(wave * across + ph))
-    mix = torch.where(kind == PATTERNS.index("checker"), 0.5 + 0.5 * checker, mix)
-    colours = PALETTES[palette] * brightness[:, None, None]  # (B, 2, 3)
-    first, second = colours[:, 0, :, None, None], colours[:, 1, :, None, None]
-    return (first + (second - first) * mix[:, None]).clamp_(0.0, 1.0)
 
 
 def _box(u: Tensor, v: Tensor, cu: float, cv: float, hu: float, hv: float) -> Tensor:
@@ -111,24 +70,6 @@ def shape_distance(shape: str, u: Tensor, v: Tensor) -> Tensor:
     raise ValueError(f"unknown shape {shape!r}; shapes: {', '.join(SHAPES)}")
 
 
-def texture_mix(texture: str, u: Tensor, v: Tensor) -> Tensor:
-    """Where the object shows its second colour (0..1), in local coordinates."""
-    if texture == "solid":
-        return torch.zeros_like(u)
-    if texture == "stripes":
-        return (0.5 + 2.0 * torch.sin(3 * math.pi * u)).clamp(0.0, 1.0)
-    if texture == "split":
-        return (0.5 + 4.0 * v).clamp(0.0, 1.0)
-    raise ValueError(f"unknown texture {texture!r}; textures: {', '.join(TEXTURES)}")
-
-
-def second_colour(colour: Tensor, texture: Tensor) -> Tensor:
-    """The second colour of textured objects: a dark shade for stripes, a pale one for split."""
-    dark, pale = 0.3 * colour, 1.0 - 0.35 * (1.0 - colour)
-    is_stripes = (texture == TEXTURES.index("stripes"))[:, None]
-    return torch.where(is_stripes, dark, pale)
-
-
 def homogeneous_grid(size: int) -> Tensor:
     """Rows ``x, y, 1, x^2 + y^2`` over the S*S pixel centres (4, S*S): affine and radial maps of
     the pixel grid become one matrix product."""
@@ -143,23 +84,20 @@ def grid_map(coefficients: Tensor, grid: Tensor) -> Tensor:
     return flat.view(*coefficients.shape[:-1], grid.shape[-1])
 
 
-def draw_objects(background: Tensor, shape: Tensor, texture: Tensor, colour: Tensor, cx: Tensor,
-                 cy: Tensor, radius: Tensor, angle: Tensor, alpha: Tensor) -> tuple[Tensor, Tensor]:
+def draw_objects(background: Tensor, shape: Tensor, colour: Tensor, cx: Tensor, cy: Tensor, radius: Tensor,
+                 angle: Tensor, alpha: Tensor, texture: TextureFn | None = None,
+                 second_colour: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Composite one moving object per clip over a static background.
 
-    ``background`` (B, 3, S, S); ``shape``/``texture`` (B,) indices; ``colour`` (B, 3);
+    ``background`` (B, 3, S, S); ``shape`` (B,) indices into :data:`SHAPES`; ``colour`` (B, 3);
     ``cx, cy, radius`` (pixels), ``angle`` (radians, increasing = clockwise on screen) and
-    ``alpha`` (opacity) are (B, T) per-frame poses. Returns clips (B, 3, T, S, S) and the
+    ``alpha`` (opacity) are (B, T) per-frame poses. ``texture(u, v)`` returns, in the object's
+    local coordinates (B, T, S*S), where it shows ``second_colour`` (B, 3) instead of ``colour``,
+    so a texture moves, turns and scales with its object. Returns clips (B, 3, T, S, S) and the
     object's coverage (B, T, S, S).
     """
     size = background.shape[-1]
-    cos, sin, inverse = angle.cos(), angle.sin(), 1.0 / radius
-    # Local coordinates (u, v) = rotate(-angle)(p - centre) / radius, an affine map of the grid.
-    affine = torch.stack([
-        torch.stack([cos * inverse, sin * inverse, -(cos * cx + sin * cy) * inverse], -1),
-        torch.stack([-sin * inverse, cos * inverse, (sin * cx - cos * cy) * inverse], -1),
-    ], -2)  # (B, T, 2, 3)
-    u, v = grid_map(affine, homogeneous_grid(size)[:3]).unbind(2)  # each (B, T, S*S)
+    u, v = local_coordinates(size, cx, cy, radius, angle)
     distance = torch.empty_like(u)
     for index, name in enumerate(SHAPES):
         rows = (shape == index).nonzero().squeeze(1)
@@ -167,14 +105,22 @@ def draw_objects(background: Tensor, shape: Tensor, texture: Tensor, colour: Ten
             distance[rows] = shape_distance(name, u[rows], v[rows])
     mask = coverage(distance.mul_(radius[..., None])).mul_(alpha[..., None])
     clips = composite(background, colour, mask)
-    mix = torch.zeros_like(u)
-    for index, name in enumerate(TEXTURES[1:], start=1):
-        rows = (texture == index).nonzero().squeeze(1)
-        if len(rows):
-            mix[rows] = texture_mix(name, u[rows], v[rows])
-    change = (second_colour(colour, texture) - colour)[:, :, None, None]
-    clips.view(*clips.shape[:3], -1).addcmul_(mix.mul_(mask)[:, None], change)
+    if texture is not None and second_colour is not None:
+        change = (second_colour - colour)[:, :, None, None]
+        clips.view(*clips.shape[:3], -1).addcmul_(texture(u, v).mul_(mask)[:, None], change)
     return clips, mask.view(*mask.shape[:2], size, size)
+
+
+def local_coordinates(size: int, cx: Tensor, cy: Tensor, radius: Tensor, angle: Tensor) -> tuple[Tensor, Tensor]:
+    """Object-local coordinates ``(u, v) = rotate(-angle)(p - centre) / radius`` of every pixel
+    centre p, each (B, T, S*S), for per-frame poses (B, T): an affine map of the grid."""
+    cos, sin, inverse = angle.cos(), angle.sin(), 1.0 / radius
+    affine = torch.stack([
+        torch.stack([cos * inverse, sin * inverse, -(cos * cx + sin * cy) * inverse], -1),
+        torch.stack([-sin * inverse, cos * inverse, (sin * cx - cos * cy) * inverse], -1),
+    ], -2)  # (B, T, 2, 3)
+    u, v = grid_map(affine, homogeneous_grid(size)[:3]).unbind(2)
+    return u, v
 
 
 def composite(background: Tensor, colour: Tensor, mask: Tensor) -> Tensor:
@@ -207,20 +153,22 @@ def segment_distance(grid: Tensor, ax: Tensor, ay: Tensor, bx: Tensor, by: Tenso
     return distance2.clamp_(min=0.0).sqrt_()
 
 
-def to_uint8(clips: Tensor, noise_sigma: float = 0.0, generator: torch.Generator | None = None) -> Tensor:
+def to_uint8(clips: Tensor, noise_sigma: float | Tensor = 0.0, generator: torch.Generator | None = None) -> Tensor:
     """Quantise [0, 1] clips to uint8 (how worlds are stored), optionally adding independent
-    per-pixel camera noise: uniform, zero mean, standard deviation ``noise_sigma``.
+    per-pixel camera noise: uniform, zero mean, standard deviation ``noise_sigma`` (a number, or
+    a tensor that broadcasts against ``clips``, e.g. one value per clip).
 
     The noise comes from random bytes (eight per 64-bit draw), which is several times cheaper
     than drawing a float per pixel.
     """
     out = clips.mul(255.0)
-    if noise_sigma > 0:
+    sigma = torch.as_tensor(noise_sigma, dtype=out.dtype)
+    if bool((sigma > 0).any()):
         words = torch.empty((out.numel() + 7) // 8, dtype=torch.int64)
         words.random_(-(2**63), None, generator=generator)
-        noise = words.view(torch.int8)[: out.numel()].view(out.shape)  # uniform on -128..127
-        scale = noise_sigma * 255.0 / BYTE_STD
-        out.add_(noise, alpha=scale).add_(0.5 * scale)  # 0.5 * scale: the bytes' mean is -0.5
+        noise = words.view(torch.int8)[: out.numel()].view(out.shape).to(out.dtype)  # uniform on -128..127
+        scale = sigma * (255.0 / BYTE_STD)
+        out.add_((noise + 0.5) * scale)  # + 0.5: the bytes' mean is -0.5
     return out.add_(0.5).clamp_(0.0, 255.0).to(torch.uint8)  # +0.5 then truncation = rounding
 
 
