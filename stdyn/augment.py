@@ -7,7 +7,7 @@ on top, so that a model never sees one clip twice in the same colours: a random 
 reflection of colour space (which includes hue shifts, channel swaps and inversions), a common
 contrast factor, per-channel gamma, a lighting gradient, and a faint static grain (a smooth random
 pattern multiplied into every frame). It shares no code with the measurement styles of
-:mod:`stdyn.stylize`, and of them only a pointwise colour map (such as a negative) lies inside
+:mod:`stdyn.stylize`, and of them only the pointwise colour map (``thermal``) lies inside
 its family; the styles that redraw edges or texture are never seen in training.
 
 One change is drawn per clip and applied identically to all its frames, so motion is untouched. :class:`AppearanceJitter` draws the parameters of every clip of a dataset from one seed

@@ -12,6 +12,8 @@ import seaborn as sns
 import torch
 
 from stdyn.estimator import CATEGORIES
+from stdyn.fidelity import KEPT
+from stdyn.stylize import STYLES, stylize
 
 NO_WIDGETS = "STDYN_NO_WIDGETS"  # set: explore() draws no interactive widgets (batch runs)
 COLORS = {
@@ -196,3 +198,97 @@ def explore(measurement: Any, thresholds: Sequence[float] = (0.3, 0.4, 0.5, 0.6,
         show, layer=widgets.Dropdown(options=measurement.layers, value=measurement.layers[-1]),
         threshold=widgets.SelectionSlider(options=list(thresholds), value=default),
     ))
+
+
+FIDELITY_METRICS = {"visibility": "object visibility", "flow_cosine": "flow agreement (cosine)"}
+
+
+def style_gallery(clips: torch.Tensor, frames: Sequence[int] | None = None, styles: Sequence[str] | None = None,
+                  title: str | None = None, cell: float = 1.1) -> plt.Figure:
+    """One or a few clips (3, T, H, W) or (B, 3, T, H, W) in [0, 1], clean and in every style.
+
+    Rows: the clean clip, then each style; columns: ``frames`` (default: four spread over the
+    clip) of the first clip, then of the next. Pixels are drawn as squares, not smoothed.
+    """
+    batch = clips[None] if clips.dim() == 4 else clips
+    styles = list(styles) if styles is not None else list(STYLES)
+    n_frames = batch.shape[2]
+    if frames is None:
+        frames = sorted(set(np.linspace(0, n_frames - 1, min(n_frames, 4)).astype(int)))
+    rows = [("clean", batch)] + [(style, stylize(batch, style)) for style in styles]
+    n_cols = len(batch) * len(frames)
+    size = (cell * n_cols + 0.9, cell * len(rows) + (0.5 if title else 0.2))
+    fig, axes = plt.subplots(len(rows), n_cols, figsize=size, squeeze=False, gridspec_kw={"wspace": 0.04, "hspace": 0.04})
+    for r, (name, shown) in enumerate(rows):
+        for i in range(len(batch)):
+            for j, t in enumerate(frames):
+                ax = axes[r, i * len(frames) + j]
+                ax.imshow(shown[i, :, t].permute(1, 2, 0).clamp(0, 1).cpu().numpy(), interpolation="nearest")
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if r == 0:
+                    ax.set_title(f"clip {i + 1}, t={t}" if len(batch) > 1 else f"t={t}", fontsize="x-small")
+        axes[r, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize="small")
+    if title:
+        fig.suptitle(title)
+    fig.subplots_adjust(left=0.9 / size[0], right=0.99, bottom=0.02, top=0.9 if title else 0.95)
+    return fig
+
+
+def fidelity_bars(frame: pd.DataFrame, size: int | None = None, ax: plt.Axes | None = None,
+                  title: str | None = None) -> plt.Axes:
+    """Each style's visibility and flow agreement as a share of the clean clips' (from
+    :func:`stdyn.fidelity.fidelity`), with the floors every style must keep at ``size`` (dashed)."""
+    styled = frame[(frame["style"] != "clean") & frame["metric"].isin(list(FIDELITY_METRICS))]
+    styles = list(dict.fromkeys(styled["style"]))
+    ax = _axes(ax, (1.1 * len(styles) + 2.0, 3.6))
+    width = 0.38
+    x = np.arange(len(styles))
+    clean = frame[frame["style"] == "clean"].set_index("metric")["value"]
+    palette = dict(zip(FIDELITY_METRICS, ("#2c6fbb", "#e08a2c")))
+    floors = KEPT[max([s for s in KEPT if s <= size], default=min(KEPT))] if size is not None else {}
+    for k, (metric, label) in enumerate(FIDELITY_METRICS.items()):
+        rows = styled[styled["metric"] == metric].set_index("style").loc[styles]
+        offset = (k - 0.5) * width
+        ax.bar(x + offset, rows["ratio"], width, color=palette[metric],
+               label=f"{label} (clean {clean.get(metric, np.nan):.2f})")
+        if metric in floors:
+            ax.hlines(floors[metric], x[0] + offset - width / 2, x[-1] + offset + width / 2, colors=palette[metric],
+                      linestyles="--", lw=1)
+    ax.axhline(1.0, color="k", lw=0.6)
+    ax.set_xticks(x, styles)
+    ax.set_ylim(min(0.5, float(styled["ratio"].min()) - 0.05), 1.08)
+    ax.set_ylabel("share of the clean clips'")
+    ax.legend(frameon=False, fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=1)
+    sns.despine(ax=ax)
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def fidelity_grid(frame: pd.DataFrame, title: str | None = None) -> plt.Figure:
+    """One panel of :func:`fidelity_bars` per frame size (a ``size`` column in ``frame``)."""
+    sizes = sorted(set(frame["size"]))
+    fig, axes = plt.subplots(1, len(sizes), figsize=(4.6 * len(sizes), 3.8), squeeze=False)
+    for ax, size in zip(axes[0], sizes):
+        fidelity_bars(frame[frame["size"] == size], size=size, ax=ax, title=f"{size}x{size} px")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def decorrelation_heatmap(table: pd.DataFrame, ax: plt.Axes | None = None, title: str | None = None) -> plt.Axes:
+    """Pearson r of per-clip statistics between every two styles (from
+    :func:`stdyn.fidelity.decorrelation`): one row per style pair, one column per statistic."""
+    pivot = table.assign(pair=table["style_a"] + " / " + table["style_b"]).pivot_table(
+        index="pair", columns="statistic", values="r", sort=False)
+    pivot = pivot[[c for c in dict.fromkeys(table["statistic"]) if c in pivot.columns]]
+    ax = _axes(ax, (1.2 * pivot.shape[1] + 2.5, 0.4 * len(pivot) + 1.2))
+    sns.heatmap(pivot, vmin=-1, vmax=1, cmap="RdBu_r", annot=True, fmt=".2f", cbar=False, ax=ax,
+                annot_kws={"fontsize": "small"})
+    ax.set_xlabel("")
+    ax.set_ylabel("")
+    if title:
+        ax.set_title(title)
+    return ax

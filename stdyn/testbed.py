@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from stdyn import profiles, stylize, zoo
+from stdyn import experiments, profiles, stylize, zoo
 from stdyn.cache import cache_dir, config_key, load_tensors, save_tensors
 from stdyn.train import TrainConfig, derive_seed, evaluate, fit
 
@@ -30,27 +30,20 @@ FRAMES_PER_CLIP = 4  # frames of each training clip the single-frame classifier 
 
 
 class _Frames(Dataset):
-    """Single frames (3, 1, H, W) of a clip dataset, ``per_clip`` evenly spaced frames per clip,
-    optionally after styling the whole clip (a style is one transform per video)."""
+    """Single frames (3, 1, H, W) of a clip dataset: ``per_clip`` evenly spaced frames per clip."""
 
-    def __init__(self, clips: Dataset, per_clip: int, style: str | None = None) -> None:
-        self.clips, self.per_clip, self.style = clips, per_clip, style
+    def __init__(self, clips: Dataset, per_clip: int) -> None:
+        self.clips, self.per_clip = clips, per_clip
 
     def __len__(self) -> int:
         return len(self.clips) * self.per_clip  # type: ignore[arg-type]
 
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
         clip, label = self.clips[index // self.per_clip][:2]
-        if self.style is not None:
-            clip = stylize.stylize(clip, self.style)
         frames = clip.shape[1]
-        positions = np.linspace(0, frames - 1, self.per_clip + 2)[1:-1] if self.per_clip < frames else range(frames)
-        t = int(round(list(positions)[index % self.per_clip]))
+        positions = np.linspace(0, frames - 1, self.per_clip + 2)[1:-1]
+        t = int(round(positions[index % self.per_clip]))
         return clip[:, t:t + 1], int(label)
-
-    @property
-    def classes(self) -> list[str]:
-        return list(getattr(self.clips, "classes", []))
 
 
 def single_frame_accuracy(world: str, profile: str | profiles.Profile = "quick", *, seed: int = 0,
@@ -66,7 +59,7 @@ def single_frame_accuracy(world: str, profile: str | profiles.Profile = "quick",
     styles = list(styles or stylize.STYLES)
     key = config_key({"world": world, "profile": asdict(prof), "seed": seed, "styles": styles, "epochs": epochs,
                       "world_kwargs": world_kwargs}, models, train, augment, worlds.base, worlds.render,
-                     worlds.appearance, worlds.spec(world).module, stylize, _Frames)
+                     worlds.appearance, worlds.spec(world).module, stylize, _Frames, experiments.Styled)
     path = cache_dir("testbed") / f"single-frame-{world}-{prof.name}-{key}.pt"
     cached = load_tensors(path)
     if cached is not None:
@@ -76,9 +69,9 @@ def single_frame_accuracy(world: str, profile: str | profiles.Profile = "quick",
     model = models.create("c2d", len(classes), seed=seed, **prof.kwargs_for("c2d"))
     config = TrainConfig.from_profile(prof, epochs=epochs or prof.epochs, seed=derive_seed(seed, "single-frame"))
     fit(model, _Frames(train_clips, FRAMES_PER_CLIP), None, config, progress=progress)
-    views = {"original": None, **{style: style for style in styles}}
-    accuracy = {name: evaluate(model, _Frames(val_clips, 1, style), batch_size=prof.measure_batch_size,
-                               device=config.device) for name, style in views.items()}
+    views = {"original": val_clips, **{style: experiments.Styled(val_clips, style) for style in styles}}
+    accuracy = {name: evaluate(model, _Frames(view, 1), batch_size=prof.measure_batch_size, device=config.device)
+                for name, view in views.items()}
     save_tensors(path, {"accuracy": accuracy})
     return pd.Series(accuracy, name=f"{world}: single-frame top-1")
 
@@ -168,8 +161,6 @@ def model_figures(models: Sequence[str], world: str, profile: str | profiles.Pro
                   device: str | None = None, progress: bool = False) -> pd.DataFrame:
     """Clean and per-style top-1 and the dynamic units at every last stage (with their 95%
     interval) of each zoo model on ``world``, one row per model and last stage."""
-    from stdyn import experiments
-
     prof = profiles.get(profile)
     rows = []
     for model in models:

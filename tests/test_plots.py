@@ -37,3 +37,20 @@ def test_explore_draws_a_figure_and_widgets_only_outside_batch_runs(measurement,
     widgets = [o for o in shown if isinstance(o, ipywidgets.Widget)]
     assert len(widgets) == (0 if batch_run else 1)
     plots.plt.close("all")
+
+
+def test_style_gallery_fidelity_and_decorrelation_figures():
+    import pandas as pd
+
+    from stdyn.fidelity import decorrelation, fidelity, probe_clips
+    from stdyn.stylize import STYLES
+
+    clips, masks, flow = probe_clips(4, frames=4, size=16, seed=0)
+    fig = plots.style_gallery(clips[:2], frames=[0, 3], title="styles")
+    assert len(fig.axes) == (1 + len(STYLES)) * 2 * 2
+    assert plots.style_gallery(clips[0]).axes[0].get_title() == "t=0"
+    frame = pd.concat([fidelity(clips, masks, flow).assign(size=16), fidelity(clips, masks, flow).assign(size=32)])
+    assert len(plots.fidelity_grid(frame).axes) == 2
+    ax = plots.decorrelation_heatmap(decorrelation(clips))
+    assert len(ax.get_yticklabels()) == 6
+    plots.plt.close("all")

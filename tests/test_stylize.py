@@ -1,4 +1,4 @@
-"""The four styles: shape and range, determinism, temporal consistency, decorrelated colour."""
+"""The four styles: shape and range, determinism, temporal consistency, noise, decorrelation."""
 from __future__ import annotations
 
 import itertools
@@ -7,52 +7,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stdyn.stylize import STYLES, equalise_luminance, stylize
+from stdyn.fidelity import DECORRELATED, MAX_ABS_R, decorrelation, probe_clips, visibility
+from stdyn.stylize import STYLES, detail_share, equalise_luminance, luma, stylize
 
 torch.set_num_threads(1)
-
-# Across varied random videos, the per-video mean colour of two different styles correlates
-# with |r| below this bound on every channel (measured: 0.22 here, at most 0.28 over six other seeds).
-CROSS_STYLE_BOUND = 0.3
-
-
-def _corr(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a - a.mean(), b - b.mean()
-    return float((a * b).sum() / (a.norm() * b.norm()))
-
-
-def random_videos(n: int, *, frames: int = 8, size: int = 32, seed: int = 0) -> torch.Tensor:
-    """Varied random videos: coloured backgrounds with gradients and textures of random scale and
-    strength, 0-3 moving coloured squares, and random contrast."""
-    g = torch.Generator().manual_seed(seed)
-
-    def rand(*shape: int) -> torch.Tensor:
-        return torch.rand(*shape, generator=g)
-
-    yy, xx = torch.meshgrid(torch.arange(size) / size, torch.arange(size) / size, indexing="ij")
-    videos = []
-    for _ in range(n):
-        angle = rand(1) * 6.3
-        gradient = (rand(3, 1, 1, 1) - 0.5) * rand(1) * (xx * torch.cos(angle) + yy * torch.sin(angle))
-        cells = int(torch.randint(1, 9, (1,), generator=g))
-        texture = F.interpolate(rand(1, 3, size // cells + 1, size // cells + 1), size=(size, size),
-                                mode="bilinear", align_corners=False)[0]
-        frame = rand(3, 1, 1, 1) + gradient + rand(1) ** 2 * 0.6 * (texture[:, None] - 0.5)
-        clip = frame.expand(3, frames, size, size).clone()
-        for _ in range(int(torch.randint(0, 4, (1,), generator=g))):
-            colour, side = rand(3), 4 + int(rand(1) * 12)
-            start, velocity = rand(2) * (size - side), (rand(2) - 0.5) * 4
-            for t in range(frames):
-                x, y = ((start + velocity * t).clamp(0, size - side)).int().tolist()
-                clip[:, t, y : y + side, x : x + side] = colour[:, None, None]
-        contrast = 0.3 + float(rand(1)) * 0.9
-        videos.append(((clip - clip.mean()) * contrast + clip.mean()).clamp(0, 1))
-    return torch.stack(videos)
 
 
 @pytest.fixture(scope="module")
 def videos() -> torch.Tensor:
-    return random_videos(200)
+    return probe_clips(48, frames=6, size=32, seed=3)[0]
 
 
 @pytest.fixture(scope="module")
@@ -71,9 +34,17 @@ def test_shape_dtype_and_range(videos, stylized):
     for out in stylized:
         assert out.shape == videos.shape and out.dtype == videos.dtype
         assert out.min() >= 0 and out.max() <= 1
-    single = stylize(videos[3], "cartoon")
+    single = stylize(videos[3], "comic")
     assert single.shape == videos[3].shape
-    assert torch.equal(single, stylized[STYLES.index("cartoon")][3])  # a clip is stylized on its own
+    assert torch.equal(single, stylized[STYLES.index("comic")][3])  # a clip is stylized on its own
+
+
+@pytest.mark.parametrize("shape", [(3, 1, 16, 16), (2, 3, 1, 12, 12), (1, 3, 5, 64, 48)])
+def test_single_frames_small_and_non_square_frames(shape):
+    clips = torch.rand(*shape, generator=torch.Generator().manual_seed(0))
+    for style in STYLES:
+        out = stylize(clips, style)
+        assert out.shape == clips.shape and torch.isfinite(out).all() and 0 <= out.min() and out.max() <= 1
 
 
 def test_styles_change_the_video_and_differ_from_each_other(videos, stylized):
@@ -96,71 +67,97 @@ def test_static_clip_stays_static(videos):
 
 
 def test_translated_pattern_gives_translated_output():
-    """The same transform on every frame, and only local operations: motion is untouched."""
+    """One transform per clip and only local operations in a frame (reaching at most 10 pixels):
+    motion is untouched."""
     g = torch.Generator().manual_seed(1)
-    pattern = F.interpolate(torch.rand(1, 3, 12, 12, generator=g), size=(48, 48), mode="bilinear")[0]
+    pattern = F.interpolate(torch.rand(1, 3, 16, 16, generator=g), size=(64, 64), mode="bilinear")[0]
     shift = (1, 2)  # (dy, dx) per frame
     clip = torch.stack([torch.roll(pattern, (t * shift[0], t * shift[1]), (1, 2)) for t in range(5)], 1)
     for style in STYLES:
         out = stylize(clip, style)
         for t in range(1, 5):
             moved = torch.roll(out[:, 0], (t * shift[0], t * shift[1]), (1, 2))
-            interior = (slice(None), slice(12, 36), slice(12, 36))
+            interior = (slice(None), slice(20, 44), slice(20, 44))
             assert torch.allclose(out[:, t][interior], moved[interior], atol=1e-5), (style, t)
 
 
-def test_brightness_changes_do_not_change_the_stylized_clip(videos):
-    """Luminance is equalised per video: a darker copy of a grey video looks the same."""
-    grey = videos[:4].mean(1, keepdim=True).expand_as(videos[:4])
-    darker = grey * 0.6
-    for style in ("thermal", "cartoon"):
-        assert (stylize(grey, style) - stylize(darker, style)).abs().mean() < 0.02
+def test_tone_ignores_exposure():
+    """The styles' tone is equalised per clip: a darker copy of a grey video has the same tone."""
+    g = torch.Generator().manual_seed(2)
+    grey = F.interpolate(torch.rand(4, 1, 6, 8, 8, generator=g), size=(6, 32, 32), mode="trilinear")
+    grey = grey.expand(4, 3, 6, 32, 32)
+    assert (equalise_luminance(grey) - equalise_luminance(grey * 0.6)).abs().max() < 1e-4
 
 
 def test_equalised_luminance_spreads_a_textured_clip_uniformly():
-    textured = equalise_luminance(torch.rand(1, 3, 4, 32, 32))
-    assert (textured.mean() - 0.5).abs() < 0.02
-    assert (textured.quantile(0.25) - 0.25).abs() < 0.05 and (textured.quantile(0.75) - 0.75).abs() < 0.05
+    g = torch.Generator().manual_seed(4)
+    textured = F.interpolate(torch.rand(1, 3, 4, 8, 8, generator=g), size=(4, 32, 32), mode="trilinear")
+    u = equalise_luminance(textured)
+    assert u.shape == (1, 4, 32, 32)
+    assert (u.mean() - 0.5).abs() < 0.03
+    assert (u.quantile(0.25) - 0.25).abs() < 0.06 and (u.quantile(0.75) - 0.75).abs() < 0.06
 
 
-def noisy_flat_scene(sigma: float, frames: int = 8, size: int = 32) -> torch.Tensor:
-    """A grey background with per-pixel camera noise and a bright square moving across it."""
+def noisy_flat_scene(sigma: float, frames: int = 8, size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """A grey background with per-pixel camera noise and a bright square moving across it, and
+    the square's coverage."""
     g = torch.Generator().manual_seed(3)
-    clip = torch.full((3, frames, size, size), 0.4) + (torch.rand(3, frames, size, size, generator=g) - 0.5) * sigma * 12**0.5
+    noise = (torch.rand(3, frames, size, size, generator=g) - 0.5) * sigma * 12**0.5
+    clip = torch.full((3, frames, size, size), 0.4) + noise
+    mask = torch.zeros(frames, size, size)
     for t in range(frames):
         clip[:, t, 12:20, 4 + 2 * t : 12 + 2 * t] = 0.85
-    return clip.clamp(0, 1)
+        mask[t, 12:20, 4 + 2 * t : 12 + 2 * t] = 1
+    return clip.clamp(0, 1), mask
 
 
-def test_camera_noise_is_not_turned_into_flicker():
-    """Contrast-limited equalisation of denoised luma: a flat background's faint noise stays
-    faint in every style (plain equalisation stretched it over the background's whole share of
-    the range)."""
-    clip = noisy_flat_scene(sigma=0.02)
+@pytest.mark.parametrize("sigma", [0.02, 0.035])
+def test_camera_noise_is_not_turned_into_flicker(sigma):
+    """A flat background's noise flickers no more in any style than in the clip itself, and the
+    moving square still stands out."""
+    clip, mask = noisy_flat_scene(sigma)
     background = (slice(None), slice(None), slice(0, 8), slice(0, 32))  # rows the square never visits
-    u = equalise_luminance(clip[None])[0]
-    assert u[background[1:]].std(0).mean() < 0.03
-    for style in STYLES:
-        flicker = stylize(clip, style)[background].std(1).mean()
-        assert flicker < 0.1, (style, float(flicker))
-    # The moving square still stands out in every style.
+    clean = clip[background].std(1).mean()
     for style in STYLES:
         out = stylize(clip, style)
-        square, around = out[:, 3, 14:18, 12:16], out[:, 3, 2:6, 12:16]
-        assert (square.mean((1, 2)) - around.mean((1, 2))).abs().max() > 0.1, style
+        assert out[background].std(1).mean() <= clean, style
+        assert visibility(out[None], mask[None]) > 0.9, style
 
 
-def test_mean_colour_decorrelates_across_styles(videos, stylized):
-    means = [out.mean((2, 3, 4)) for out in stylized]
-    for i, j in itertools.combinations(range(len(STYLES)), 2):
-        for channel in range(3):
-            r = _corr(means[i][:, channel], means[j][:, channel])
-            assert abs(r) < CROSS_STYLE_BOUND, (STYLES[i], STYLES[j], channel, r)
-    for i in range(len(STYLES)):
-        assert means[i].std(0).min() > 5e-4  # each style's mean colour does vary over videos
-        again = stylize(videos, STYLES[i]).mean((2, 3, 4))
-        for channel in range(3):
-            assert _corr(means[i][:, channel], again[:, channel]) == pytest.approx(1.0, abs=1e-6)
+@pytest.mark.parametrize("size", [16, 32])
+def test_varied_clips_flicker_no_more_than_they_are_noisy(size):
+    """On the probe clips (sensor noise 0.01-0.035), pixels the object never comes near change no
+    more over time in any style than in the clean clip."""
+    clips, masks, _ = probe_clips(24, frames=6, size=size, seed=5)
+    reach = size // 8
+    near = F.max_pool2d(masks.amax(1, keepdim=True), 2 * reach + 1, stride=1, padding=reach)[:, 0] > 0.01
+    still = (~near)[:, None, None]
+
+    def flicker(x: torch.Tensor) -> float:
+        return float((x.std(2, keepdim=True) * still).sum() / (still.sum() * 3))
+
+    clean = flicker(clips)
+    for style in STYLES:
+        assert flicker(stylize(clips, style)) <= 1.05 * clean, style
+
+
+def test_colour_and_fine_detail_decorrelate_across_styles():
+    """Over 1500 varied clips, the same clip's mean colour and fine-detail share in two styles are
+    unrelated (sampling noise of r: about 0.026)."""
+    clips, _, _ = probe_clips(1500, frames=4, size=32, seed=0)
+    table = decorrelation(clips)
+    decorrelated = table[table["decorrelated"]]
+    assert set(decorrelated["statistic"]) == set(DECORRELATED)
+    assert len(decorrelated) == 6 * len(DECORRELATED)
+    worst = decorrelated.loc[decorrelated["r"].abs().idxmax()]
+    assert abs(worst["r"]) <= MAX_ABS_R, worst.to_dict()
+
+
+def test_each_style_varies_its_colour_and_detail_from_clip_to_clip(videos, stylized):
+    for style, out in zip(STYLES, stylized):
+        assert out.mean((2, 3, 4)).std(0).min() > 5e-3, style
+        if style != "thermal":
+            assert detail_share(luma(out)).std() > 0.01, style
 
 
 @pytest.mark.parametrize("bad", [torch.rand(2, 4, 3, 8, 8), torch.rand(3, 8, 8), torch.rand(1, 1, 3, 4, 8, 8)])
