@@ -26,7 +26,7 @@ from stdyn import experiments, profiles, stylize, zoo
 from stdyn.cache import cache_dir, config_key, load_tensors, save_tensors
 from stdyn.train import TrainConfig, derive_seed, evaluate, fit
 
-FRAMES_PER_CLIP = 4  # frames of each training clip the single-frame classifier learns from
+FRAMES_PER_CLIP = 2  # frames of each training clip the single-frame classifier learns from
 
 
 class _Frames(Dataset):
@@ -58,6 +58,7 @@ def single_frame_accuracy(world: str, profile: str | profiles.Profile = "quick",
     prof = profiles.get(profile)
     styles = list(styles or stylize.STYLES)
     key = config_key({"world": world, "profile": asdict(prof), "seed": seed, "styles": styles, "epochs": epochs,
+                      "frames_per_clip": FRAMES_PER_CLIP,
                       "world_kwargs": world_kwargs}, models, train, augment, worlds.base, worlds.render,
                      worlds.appearance, worlds.spec(world).module, stylize, _Frames, experiments.Styled)
     path = cache_dir("testbed") / f"single-frame-{world}-{prof.name}-{key}.pt"
