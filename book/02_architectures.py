@@ -20,10 +20,10 @@
 # network built for motion (FastOnly) and SlowFast's fast branch carry more dynamic units, and
 # that SlowFast's fast-to-slow fusion moves dynamic information into the slow branch.
 #
-# Here every model is trained from scratch on the `kinetics` world (see the worlds chapter of
-# the library: the same motion classes as `ssv2`, but with scene and object that correlate with
-# the class, informative but not sufficient), then measured on stylized held-out clips of the
-# same world, stage by stage, with the estimator of chapter 1.
+# Here every model is trained from scratch on the `kinetics` world (the same motion classes as
+# `ssv2`, but every scene holds a static structure, a bar, a ring, a frame, ..., which is the
+# class's own in most clips: informative but not sufficient; see chapter 0), then measured on
+# stylized held-out clips of the same world, stage by stage, with the estimator of chapter 1.
 
 # %% tags=["parameters"]
 profile = "quick"  # smoke | quick | full

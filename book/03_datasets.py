@@ -24,7 +24,7 @@
 #
 # We repeat the study with SlowOnly (a static-leaning architecture) and FastOnly (a
 # dynamic-leaning one) on three worlds that stand in for the three datasets:
-# `kinetics` (motion classes whose scene and object correlate with the class), `diving48`
+# `kinetics` (motion classes whose scene layout correlates with the class), `diving48`
 # (fine-grained pose sequences whose poses differ by class) and `ssv2` (motion classes in
 # opposite pairs; a single frame says nothing about the class).
 

@@ -27,8 +27,8 @@
 # the datasets chapter), keep the weights after every epoch (epoch 0 is the initialisation), and
 # measure every checkpoint on the same stylized held-out clips with the same bootstrap resamples,
 # so that differences between epochs, worlds and branches are paired where they can be. The
-# paper trains for tens of epochs; here each model trains for the profile's schedule (six epochs
-# at `quick`), so "the first half of training" means the first three epochs.
+# paper trains for tens of epochs; here each model trains for the profile's schedule (eight
+# epochs at `quick`), so "the first half of training" means the first four epochs.
 
 # %% tags=["parameters"]
 profile = "quick"  # smoke | quick | full

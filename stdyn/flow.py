@@ -89,12 +89,9 @@ def rgb_to_hsv(image: Tensor) -> Tensor:
 
 def hsv_to_rgb(hsv: Tensor) -> Tensor:
     """HSV (..., 3, H, W), hue in turns, to RGB (..., 3, H, W)."""
-    hue, saturation, value = hsv.unbind(-3)
-    channels = []
-    for offset in (5.0, 3.0, 1.0):  # red, green, blue
-        k = torch.remainder(offset + hue * 6.0, 6.0)
-        channels.append(value - value * saturation * torch.minimum(k, 4.0 - k).clamp(0.0, 1.0))
-    return torch.stack(channels, -3)
+    from stdyn.worlds.appearance import hsv_to_rgb as channels_last
+
+    return channels_last(*hsv.unbind(-3)).movedim(-1, -3)
 
 
 def farneback(clip: Tensor, **options: float) -> Tensor:

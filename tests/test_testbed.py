@@ -70,3 +70,16 @@ def test_checks_pass_and_fail_on_their_figures(monkeypatch, clean, styled, dynam
 
 def test_competence_bar_is_halfway_from_chance_to_the_best():
     assert testbed.competence_bar(0.1, 0.9) == pytest.approx(0.5)
+
+
+def test_a_two_pathway_model_needs_dynamic_units_in_either_last_stage(monkeypatch):
+    def figures(fast_lo: float, slow_lo: float) -> pd.DataFrame:
+        return pd.DataFrame([{"model": "slowfast", "world": "ssv2", "layer": layer, "clean": 0.95, "style_mean": 0.9,
+                              "retention": 0.95, "dynamic_units": lo + 1, "dynamic_lo": lo, "dynamic_hi": lo + 2}
+                             for layer, lo in (("slow.stage5", slow_lo), ("fast.stage5", fast_lo))])
+
+    for fast_lo, slow_lo, passed in ((0.0, 5.0, True), (0.0, 0.0, False)):
+        monkeypatch.setattr(testbed, "model_figures", lambda *a, **k: figures(fast_lo, slow_lo))
+        bed = testbed.validate("smoke", models=["slowfast"], orderless=None, single_frame_worlds=())
+        row = bed.checks.set_index("check").loc["dynamic units"]
+        assert bool(row["passed"]) is passed and "slow.stage5" in row["measured"] and "fast.stage5" in row["measured"]
