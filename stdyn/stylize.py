@@ -33,12 +33,12 @@ the clip (:meth:`_Analysis.draws`: the fractional part of a steep projection of 
 colour and contrast). Each of those three styles then mixes its sharp layer (lines, flat fills)
 with its soft shading to meet its target: more shading first, then, if that is not enough,
 fainter lines. So what two styles make of one clip's colour and of its texture's fineness is
-unrelated: over 2000 varied clips (:func:`stdyn.fidelity.probe_clips`, or the worlds' clips)
-every style pair has |r| <= 0.075 for the mean red, green and blue and for the fine-detail share
-at 32 and 64 px (<= 0.09 at 16 px). The *amount* of structure (for example the mean gradient
-magnitude of luma) still correlates between styles (r about 0.6-0.9 at 32 px), by design: every
-style keeps the object's and the scene's outlines, as the paper's neural stylisation keeps a
-scene's layout.
+unrelated: over 2000 world clips (:func:`stdyn.fidelity.world_clips`) every style pair has
+|r| <= 0.07 for the mean red, green and blue and for the fine-detail share at 32 and 64 px (at
+16 px, thermal's and pencil's fine-detail shares keep r of about 0.08-0.125). The *amount* of
+structure (for example the mean gradient magnitude of luma) still correlates between styles (r
+about 0.4-0.9 at 32 px), by design: every style keeps the object's and the scene's outlines, as
+the paper's neural stylisation keeps a scene's layout.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Fidelity figures: probe clips with exact masks and flow, visibility, flow agreement, floors."""
+"""Fidelity figures: world clips with exact masks and flow, visibility, flow agreement, floors."""
 from __future__ import annotations
 
 import pandas as pd
@@ -6,37 +6,24 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stdyn.fidelity import (KEPT, MOVING_PX, STATISTICS, decorrelation, fidelity, flow_agreement,
-                            local_contrast, probe_clips, shortfalls, visibility)
+from stdyn.fidelity import (KEPT, METRICS, STATISTICS, clip_fidelity, correlations, decorrelation, fidelity,
+                            flow_agreement, least_margin, local_contrast, max_abs_r, shortfalls, style_statistics,
+                            summarise, visibility, world_clips)
 from stdyn.stylize import STYLES
 
 torch.set_num_threads(1)
 
 
-def test_probe_clips_shapes_ranges_and_seeding():
-    clips, masks, flow = probe_clips(6, frames=5, size=24, seed=1)
+def test_world_clips_shapes_ranges_and_seeding():
+    clips, masks, flow = world_clips(6, frames=5, size=24, seed=1)
     assert clips.shape == (6, 3, 5, 24, 24) and masks.shape == (6, 5, 24, 24) and flow.shape == (6, 2, 4, 24, 24)
     assert 0 <= clips.min() and clips.max() <= 1 and 0 <= masks.min() and masks.max() <= 1
-    assert (masks > 0.5).flatten(2).any(2).all()  # the object is in every frame
     assert (flow.norm(dim=1)[masks[:, :-1] == 0] == 0).all()  # no flow off the object
-    again = probe_clips(6, frames=5, size=24, seed=1)
+    again = world_clips(6, frames=5, size=24, seed=1)
     assert all(torch.equal(x, y) for x, y in zip((clips, masks, flow), again))
-    assert not torch.equal(clips, probe_clips(6, frames=5, size=24, seed=2)[0])
-
-
-def test_probe_flow_carries_the_object_onto_itself():
-    """Where the object fully covers a pixel at t, following its exact flow lands on the object
-    at t + 1."""
-    _, masks, flow = probe_clips(16, frames=4, size=32, seed=0)
-    b, t, h, w = masks.shape
-    y, x = torch.meshgrid(torch.arange(h) + 0.5, torch.arange(w) + 0.5, indexing="ij")
-    target_x, target_y = x + flow[:, 0], y + flow[:, 1]  # (B, T - 1, H, W)
-    grid = torch.stack([2 * target_x / w - 1, 2 * target_y / h - 1], -1).reshape(b * (t - 1), h, w, 2)
-    landed = F.grid_sample(masks[:, 1:].reshape(b * (t - 1), 1, h, w), grid, align_corners=False).view(b, t - 1, h, w)
-    covered = (masks[:, :-1] == 1).float().view(b * (t - 1), 1, h, w)
-    solid = (-F.max_pool2d(-covered, 3, 1, 1)).view(b, t - 1, h, w) > 0  # a pixel inside the edge
-    assert landed[solid].mean() > 0.99 and landed[solid].min() > 0.9
-    assert (flow.norm(dim=1)[solid] >= MOVING_PX).float().mean() > 0.9  # nearly every object pixel moves
+    assert not torch.equal(clips, world_clips(6, frames=5, size=24, seed=2)[0])
+    kinetics = world_clips(6, frames=5, size=24, seed=1, world="kinetics")
+    assert not torch.equal(clips, kinetics[0])
 
 
 def test_local_contrast_sees_thin_lines_and_edges():
@@ -47,7 +34,7 @@ def test_local_contrast_sees_thin_lines_and_edges():
 
 
 def test_visibility_separates_a_plain_object_from_a_hidden_one():
-    clips, masks, _ = probe_clips(8, frames=4, size=32, seed=0)
+    clips, masks, _ = world_clips(8, frames=4, size=32, seed=0)
     seen = visibility(clips, masks)
     assert seen.shape == (8,) and seen.mean() > 0.85 and (seen <= 1).all()
     flat = torch.full_like(clips, 0.5)  # nothing to see: every pixel ties
@@ -61,31 +48,64 @@ def test_visibility_separates_a_plain_object_from_a_hidden_one():
 
 
 def test_flow_agreement_on_moving_and_frozen_clips():
-    clips, masks, flow = probe_clips(6, frames=5, size=32, seed=2)
+    clips, masks, flow = world_clips(8, frames=8, size=32, seed=2)
     cosine, error = flow_agreement(clips, flow, masks)
-    assert cosine.shape == error.shape == (6,)
-    assert cosine.mean() > 0.9 and error.mean() < 0.6
+    assert cosine.shape == error.shape == (8,)
+    moves = ~torch.isnan(cosine)  # an object that only fades in or out has no moving pixels
+    assert moves.sum() >= 5 and torch.equal(moves, ~torch.isnan(error))
+    assert cosine[moves].mean() > 0.9 and error[moves].mean() < 0.6
     frozen = clips[:, :, :1].expand_as(clips).contiguous()
     cosine, error = flow_agreement(frozen, flow, masks)
-    assert cosine.abs().max() < 0.05  # no estimated motion: no agreement
-    assert error.mean() > 0.5
+    assert cosine[moves].abs().max() < 0.05  # no estimated motion: no agreement
+    assert error[moves].mean() > 0.5
     still = torch.zeros_like(flow)
     assert torch.isnan(flow_agreement(clips, still, masks)[0]).all()
 
 
-@pytest.mark.parametrize("size, n", [(16, 32), (32, 24), (64, 10)])
-def test_every_style_keeps_the_object_and_its_motion(size, n):
-    clips, masks, flow = probe_clips(n, frames=6, size=size, seed=7)
-    frame = fidelity(clips, masks, flow)
-    assert list(frame.columns) == ["style", "metric", "value", "ratio"]
-    assert list(dict.fromkeys(frame["style"])) == ["clean", *STYLES]
-    assert set(frame["metric"]) == {"visibility", "flow_cosine", "flow_error"}
-    clean = frame[frame["style"] == "clean"]
+@pytest.fixture(scope="module", params=[(16, 64), (32, 48), (64, 16)], ids=["16px", "32px", "64px"])
+def per_clip(request) -> tuple[int, pd.DataFrame]:
+    """Per-clip fidelity of world clips (8 frames) at one size."""
+    size, n = request.param
+    return size, clip_fidelity(*world_clips(n, frames=8, size=size, seed=7))
+
+
+def test_per_clip_fidelity_and_its_summary(per_clip):
+    size, frame = per_clip
+    assert list(frame.columns.names) == ["style", "metric"]
+    assert list(dict.fromkeys(frame.columns.get_level_values("style"))) == ["clean", *STYLES]
+    assert list(frame.columns[:3].get_level_values("metric")) == list(METRICS)
+    summary = summarise(frame)
+    assert list(summary.columns) == ["style", "metric", "value", "ratio"]
+    assert len(summary) == (1 + len(STYLES)) * len(METRICS)
+    clean = summary[summary["style"] == "clean"]
     assert (clean["ratio"] == 1).all()
     assert clean.set_index("metric").loc["visibility", "value"] > 0.85
-    missing = shortfalls(frame, size)
+    styled = summary[summary["style"] != "clean"].set_index(["style", "metric"])["ratio"]
+    margin = min(styled[(s, m)] - floor for s in STYLES for m, floor in KEPT[size].items())
+    assert least_margin(frame, size) == pytest.approx(margin)
+    assert least_margin(frame.iloc[::2], size) != least_margin(frame, size)  # a subset of clips
+    with pytest.raises(ValueError, match="metrics"):
+        least_margin(frame, size, ["flow_error"])
+
+
+def test_every_style_keeps_the_object(per_clip):
+    size, frame = per_clip
+    missing = shortfalls(summarise(frame), size).query("metric == 'visibility'")
     assert missing.empty, missing.to_string()
-    assert set(KEPT[size]) == {"visibility", "flow_cosine"}
+    assert least_margin(frame, size, ["visibility"]) >= 0
+
+
+def test_every_style_keeps_the_motion(per_clip):
+    size, frame = per_clip
+    missing = shortfalls(summarise(frame), size).query("metric == 'flow_cosine'")
+    assert missing.empty, missing.to_string()
+
+
+def test_fidelity_is_the_summary_of_the_per_clip_values():
+    clips, masks, flow = world_clips(6, frames=4, size=16, seed=0)
+    frame = fidelity(clips, masks, flow, styles=STYLES[:2])
+    pd.testing.assert_frame_equal(frame, summarise(clip_fidelity(clips, masks, flow, styles=STYLES[:2])))
+    assert list(dict.fromkeys(frame["style"])) == ["clean", *STYLES[:2]]
 
 
 def test_shortfalls_use_the_floors_of_the_nearest_smaller_size():
@@ -98,17 +118,30 @@ def test_shortfalls_use_the_floors_of_the_nearest_smaller_size():
 
 
 def test_decorrelation_table_layout():
-    clips, _, _ = probe_clips(40, frames=3, size=16, seed=0)
+    clips = world_clips(40, frames=3, size=16, seed=0)[0]
     table = decorrelation(clips, styles=STYLES[:3], batch_size=16)
     assert list(table.columns) == ["style_a", "style_b", "statistic", "r", "decorrelated"]
     assert len(table) == 3 * len(STATISTICS)
     assert table["r"].between(-1, 1).all()
     same = decorrelation(clips, styles=["comic", "comic"])
-    assert (same["r"] > 0.999).all()  # a style against itself
+    assert len(same) == len(STATISTICS) and (same["r"] > 0.999).all()  # a style against itself
+
+
+def test_max_abs_r_is_the_worst_decorrelated_r_on_any_clips():
+    clips = world_clips(60, frames=3, size=16, seed=1)[0]
+    statistics = style_statistics(clips, batch_size=16)
+    assert set(statistics) == set(STYLES) and statistics["comic"].shape == (60, len(STATISTICS))
+    table = correlations(statistics)
+    pd.testing.assert_frame_equal(table, decorrelation(clips))
+    assert max_abs_r(statistics) == pytest.approx(table.loc[table["decorrelated"], "r"].abs().max())
+    resample = torch.randint(0, 60, (60,), generator=torch.Generator().manual_seed(0))
+    resampled = correlations({style: values[resample] for style, values in statistics.items()})
+    assert max_abs_r(statistics, resample.numpy()) == pytest.approx(
+        resampled.loc[resampled["decorrelated"], "r"].abs().max())
 
 
 def test_fidelity_checks_its_inputs():
-    clips, masks, flow = probe_clips(2, frames=3, size=16, seed=0)
+    clips, masks, flow = world_clips(2, frames=3, size=16, seed=0)
     with pytest.raises(ValueError, match="masks"):
         fidelity(clips, masks[:, 1:], flow)
     with pytest.raises(ValueError, match="flow"):

@@ -42,10 +42,10 @@ def test_explore_draws_a_figure_and_widgets_only_outside_batch_runs(measurement,
 def test_style_gallery_fidelity_and_decorrelation_figures():
     import pandas as pd
 
-    from stdyn.fidelity import decorrelation, fidelity, probe_clips
+    from stdyn.fidelity import decorrelation, fidelity, world_clips
     from stdyn.stylize import STYLES
 
-    clips, masks, flow = probe_clips(4, frames=4, size=16, seed=0)
+    clips, masks, flow = world_clips(4, frames=4, size=16, seed=0)
     fig = plots.style_gallery(clips[:2], frames=[0, 3], title="styles")
     assert len(fig.axes) == (1 + len(STYLES)) * 2 * 2
     assert plots.style_gallery(clips[0]).axes[0].get_title() == "t=0"

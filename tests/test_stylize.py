@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stdyn.fidelity import DECORRELATED, MAX_ABS_R, decorrelation, probe_clips, visibility
+from stdyn.fidelity import DECORRELATED, MAX_ABS_R, decorrelation, visibility, world_clips
 from stdyn.stylize import STYLES, detail_share, equalise_luminance, luma, stylize
 
 torch.set_num_threads(1)
@@ -15,7 +15,7 @@ torch.set_num_threads(1)
 
 @pytest.fixture(scope="module")
 def videos() -> torch.Tensor:
-    return probe_clips(48, frames=6, size=32, seed=3)[0]
+    return world_clips(48, frames=6, size=32, seed=3)[0]
 
 
 @pytest.fixture(scope="module")
@@ -126,9 +126,9 @@ def test_camera_noise_is_not_turned_into_flicker(sigma):
 
 @pytest.mark.parametrize("size", [16, 32])
 def test_varied_clips_flicker_no_more_than_they_are_noisy(size):
-    """On the probe clips (sensor noise 0.01-0.035), pixels the object never comes near change no
-    more over time in any style than in the clean clip."""
-    clips, masks, _ = probe_clips(24, frames=6, size=size, seed=5)
+    """On world clips (with camera noise), pixels the object never comes near change no more over
+    time in any style than in the clean clip."""
+    clips, masks, _ = world_clips(24, frames=6, size=size, seed=5)
     reach = size // 8
     near = F.max_pool2d(masks.amax(1, keepdim=True), 2 * reach + 1, stride=1, padding=reach)[:, 0] > 0.01
     still = (~near)[:, None, None]
@@ -142,9 +142,9 @@ def test_varied_clips_flicker_no_more_than_they_are_noisy(size):
 
 
 def test_colour_and_fine_detail_decorrelate_across_styles():
-    """Over 1500 varied clips, the same clip's mean colour and fine-detail share in two styles are
+    """Over 1500 world clips, the same clip's mean colour and fine-detail share in two styles are
     unrelated (sampling noise of r: about 0.026)."""
-    clips, _, _ = probe_clips(1500, frames=4, size=32, seed=0)
+    clips = world_clips(1500, frames=4, size=32, seed=0)[0]
     table = decorrelation(clips)
     decorrelated = table[table["decorrelated"]]
     assert set(decorrelated["statistic"]) == set(DECORRELATED)
