@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from stdyn import cache, worlds
-from stdyn.worlds import appearance, diving, motion, render
+from stdyn.worlds import appearance, base, diving, motion, render
 
 torch.set_num_threads(1)
 
@@ -330,3 +330,15 @@ def test_masks_and_exact_flow_carry_each_object_pixel_to_the_next_frame():
     assert (flow[still].abs() < 1e-4).all()  # appear/vanish: opacity changes, nothing moves
     with pytest.raises(ValueError, match="masks or exact flow; worlds that do: .*ssv2"):
         worlds.make("diving48", "val", n=2, **SMALL).annotations([0])
+
+
+def test_cache_keys_hash_every_module_that_draws_a_clip(monkeypatch):
+    from stdyn import zoo
+
+    hashed = []
+    monkeypatch.setattr(cache, "config_key", lambda config, *code: hashed.append(code) or "key")
+    worlds.cache_paths({"world": "kinetics", "split": "train", "n": 1, "frames": 2, "size": 8})
+    assert {base, render, appearance, motion} <= set(hashed[-1])
+    monkeypatch.setattr(zoo, "source_hash", lambda *modules: hashed.append(modules) or "code")
+    assert zoo._code_fingerprint("i3d", "kinetics", []) == "code"
+    assert {base, render, appearance, motion} <= set(hashed[-1])
