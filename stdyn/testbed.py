@@ -8,7 +8,7 @@ that sees no frame order (C2D) must not solve ssv2. These checks come first in t
 measured on a testbed that fails them says nothing about the paper.
 
 >>> frames = single_frame_accuracy("kinetics", "quick")   # top-1 of a one-frame classifier, per style
->>> checks = style_checks(["slowonly", "i3d"], "ssv2", "quick")
+>>> bed = validate("quick")   # bed.checks, bed.models, bed.ok, bed.dynamics_ok
 """
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
@@ -59,8 +58,8 @@ def single_frame_accuracy(world: str, profile: str | profiles.Profile = "quick",
     styles = list(styles or stylize.STYLES)
     key = config_key({"world": world, "profile": asdict(prof), "seed": seed, "styles": styles, "epochs": epochs,
                       "frames_per_clip": FRAMES_PER_CLIP,
-                      "world_kwargs": world_kwargs}, models, train, augment, worlds.base, worlds.render,
-                     worlds.appearance, worlds.spec(world).module, stylize, _Frames, experiments.Styled)
+                      "world_kwargs": world_kwargs}, models, train, augment, *worlds.code_modules(world), stylize,
+                     _Frames, experiments.Styled)
     path = cache_dir("testbed") / f"single-frame-{world}-{prof.name}-{key}.pt"
     cached = load_tensors(path)
     if cached is not None:

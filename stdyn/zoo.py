@@ -244,7 +244,7 @@ def _code_fingerprint(model: str, world: str, callbacks: Sequence[train.Callback
     if ":" in model:
         names.append(model.partition(":")[0])
     modules = [module for name in dict.fromkeys(names) for module in _package_modules(name)]
-    world_code = [worlds, worlds.base, worlds.render, worlds.appearance, worlds.spec(world).module]
+    world_code = [worlds, *worlds.code_modules(world)]
     return source_hash(*dict.fromkeys([train, augment, pairs.shuffle_batch_frames, *world_code, *modules]))
 
 

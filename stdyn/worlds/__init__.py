@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -29,7 +30,7 @@ from .base import REGISTRY, SPLITS, World, WorldSpec, class_counts, register
 from .motion import ACTIONS, PAIRS, something_else_objects
 
 __all__ = [
-    "ACTIONS", "PAIRS", "SPLITS", "World", "WorldSpec", "available", "cache_paths", "class_counts",
+    "ACTIONS", "PAIRS", "SPLITS", "World", "WorldSpec", "available", "cache_paths", "class_counts", "code_modules",
     "describe", "make", "register", "something_else_objects", "spec",
 ]
 
@@ -74,10 +75,14 @@ def _check_config(world: WorldSpec, split: str, n: int, frames: int, size: int, 
     }
 
 
+def code_modules(name: str) -> list[ModuleType]:
+    """The modules whose source draws the clips of world ``name`` (what cache keys hash)."""
+    return [base, render, appearance, spec(name).module]
+
+
 def cache_paths(config: dict[str, Any]) -> tuple[Path, Path]:
     """The data file and JSON manifest of a world's cache entry (keyed by config and code)."""
-    world = spec(config["world"])
-    key = _cache.config_key(config, base, render, appearance, world.module)
+    key = _cache.config_key(config, *code_modules(config["world"]))
     stem = f"{config['world']}-{config['split']}-n{config['n']}-{config['frames']}x{config['size']}-{key}"
     folder = _cache.cache_dir("worlds")
     return folder / f"{stem}.pt", folder / f"{stem}.json"
