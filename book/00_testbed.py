@@ -44,7 +44,7 @@ orderless = "c2d"  # a model without frame order, which must not solve `world`
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
-from IPython.display import Markdown, display
+from IPython.display import display
 
 from stdyn import plots, profiles, stylize, testbed, worlds, zoo
 
@@ -79,12 +79,8 @@ for name in ("ssv2", "kinetics"):
 
 # %%
 bed = testbed.validate(P, models=models, orderless=orderless, world=world, seed=seed, device=device)
-display(Markdown(("**The testbed passes every check.**" if bed.ok else
-                  "**The testbed fails:** " + "; ".join(bed.failures()) + ".")
-                 + ("" if bed.dynamics_ok else " Without style retention and dynamic units, no chapter's "
-                    "verdict about dynamics means anything at this profile.")))
-bed.checks.style.map(lambda v: "background-color: #d9f2d9" if v is True else
-                     ("background-color: #f8d7d3" if v is False else ""), subset=["passed"]).hide(axis="index")
+display(bed.banner())
+bed.styled_checks()
 
 # %% [markdown]
 # ## Top-1 on clean and stylized clips

@@ -144,12 +144,18 @@ class Testbed:
         from IPython.display import Markdown
 
         if self.ok:
-            return Markdown("**Testbed: every check passed** (see the testbed chapter).")
+            return Markdown("**Testbed: every check passed** (chapter 0).")
         text = "**Testbed: failed** (" + "; ".join(self.failures()) + ")."
         if not self.dynamics_ok:
-            text += (" Without style retention and dynamic units in the temporal models, this chapter's "
-                     "verdicts about dynamics read *not tested*: its numbers are shown, not judged.")
+            text += (" Without style retention and dynamic units in the temporal models, verdicts about "
+                     "dynamics read *not tested*: the numbers are shown, not judged.")
         return Markdown(text)
+
+    def styled_checks(self) -> Any:
+        """The checks as a table, passed rows green and failed rows red."""
+        colours = {True: "background-color: #d9f2d9", False: "background-color: #f8d7d3"}
+        return self.checks.style.map(lambda v: colours.get(v, "") if isinstance(v, bool) else "",
+                                     subset=["passed"]).hide(axis="index")
 
     def failures(self) -> list[str]:
         """Each failed check as one line."""

@@ -66,6 +66,8 @@ def test_checks_pass_and_fail_on_their_figures(monkeypatch, clean, styled, dynam
     assert set(bed.checks.loc[~bed.checks["passed"], "check"]) == failed
     assert len(bed.failures()) == (~bed.checks["passed"]).sum()
     assert ("failed" in bed.banner().data) is not ok
+    assert ("not tested" in bed.banner().data) is not dynamics_ok
+    assert "#f8d7d3" in bed.styled_checks().to_html() or ok
 
 
 def test_competence_bar_is_halfway_from_chance_to_the_best():
