@@ -107,17 +107,25 @@ bed.banner()
 # as many clips as common ones; what makes a class rare is its share of the training clips.
 
 # %%
+trainings = [(world, depth, variant, s) for world in WORLDS for depth in DEPTHS for variant in VARIANTS
+             for s in SEEDS]
+entries = dict(zip(trainings, zoo.get_many([
+    dict(model=model, world=world, profile=P, seed=s, device=device,
+         model_kwargs={"depth": depth, "dropout": VARIANTS[variant][0]},
+         train_overrides={"finetune_epochs": finetune_epochs, "finetune_lr": finetune_lr},
+         world_kwargs=WORLD_KWARGS.get(world),
+         callbacks=[StaticDropoutCallback(VARIANTS[variant][1], every=refresh_every, seed=s)]
+         if VARIANTS[variant][1] else None)
+    for world, depth, variant, s in trainings])))
+
+# %%
 rows, class_frequency = [], {}
 for world in WORLDS:
     val = zoo.datasets(world, P)[1]
     for depth in DEPTHS:
         for variant, (dropout, rate) in VARIANTS.items():
             for s in SEEDS:
-                entry = zoo.get(model, world, profile=P, seed=s, device=device,
-                                model_kwargs={"depth": depth, "dropout": dropout},
-                                train_overrides={"finetune_epochs": finetune_epochs, "finetune_lr": finetune_lr},
-                                world_kwargs=WORLD_KWARGS.get(world),
-                                callbacks=[StaticDropoutCallback(rate, every=refresh_every, seed=s)] if rate else None)
+                entry = entries[world, depth, variant, s]
                 units = experiments.measure_entry(entry, world, P, layers=["head.pool"], seed=seed).unitwise(
                     "head.pool", threshold)
                 ordered = experiments.correct_predictions(entry, val)

@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from stdyn import estimator, pairs, profiles, stylize, zoo
-from stdyn.cache import config_key, load_tensors
+from stdyn.cache import config_key, load_tensors, save_tensors
 from stdyn.claims import combine_seeds
 from stdyn.estimator import Estimate
 from stdyn.probe import Measurement, measure
@@ -132,14 +132,15 @@ def survey(models: Sequence[str], worlds: Sequence[str], profile: str | profiles
     """Train (or load from the zoo) every model on every world, and measure each on its own world."""
     prof = profiles.get(profile)
     result = Survey(prof.name)
-    for world in worlds:
-        for model in models:
-            entry = zoo.get(model, world, profile=prof, seed=seed, shuffle_frames=shuffle_frames,
-                            train_overrides=train_overrides, device=device, progress=progress)
-            result.entries[model, world] = entry
-            if measure_models:
-                result.measurements[model, world] = measure_entry(entry, world, prof, bootstrap=bootstrap,
-                                                                  seed=seed, progress=progress)
+    pairs = [(model, world) for world in worlds for model in models]
+    entries = zoo.get_many([dict(model=model, world=world, profile=prof, seed=seed, shuffle_frames=shuffle_frames,
+                                 train_overrides=train_overrides, device=device) for model, world in pairs],
+                           progress=progress)
+    for (model, world), entry in zip(pairs, entries):
+        result.entries[model, world] = entry
+        if measure_models:
+            result.measurements[model, world] = measure_entry(entry, world, prof, bootstrap=bootstrap,
+                                                              seed=seed, progress=progress)
     return result
 
 
@@ -150,6 +151,8 @@ def zoo_accuracy(models: Sequence[str], worlds: Sequence[str], profile: str | pr
     from stdyn import worlds as world_registry
 
     prof = profiles.get(profile)
+    zoo.get_many([dict(model=model, world=world, profile=prof, seed=seed, device=device)
+                  for world in worlds for model in models], progress=progress)
     rows = []
     for world in worlds:
         chance = 1.0 / len(world_registry.spec(world).classes)
@@ -357,7 +360,16 @@ def style_accuracy(model: Any, dataset: Any, *, styles: Sequence[str] | None = N
 
 
 def entry_style_accuracy(entry: zoo.ZooEntry, world: str, profile: str | profiles.Profile) -> pd.Series:
-    """:func:`style_accuracy` of a zoo model on ``world``'s measurement set (the clips it is measured on)."""
+    """:func:`style_accuracy` of a zoo model on ``world``'s measurement set (the clips it is measured
+    on), cached beside the model's checkpoints."""
     prof = profiles.get(profile)
-    return style_accuracy(entry.model, zoo.measure_set(world, prof, progress=False),
-                          batch_size=prof.measure_batch_size, device=entry.device)
+    key = config_key({"world": world, "profile": prof.name, "n": prof.n_measure, "frames": prof.frames,
+                      "size": prof.size, "styles": list(stylize.STYLES)}, style_accuracy, Styled, stylize)
+    path = entry.run_dir / f"style-accuracy-{key}.pt"
+    cached = load_tensors(path)
+    if cached is None:
+        accuracy = style_accuracy(entry.model, zoo.measure_set(world, prof, progress=False),
+                                  batch_size=prof.measure_batch_size, device=entry.device)
+        save_tensors(path, {"accuracy": accuracy.to_dict()})
+        return accuracy
+    return pd.Series(cached["accuracy"], name="top-1 (%)")

@@ -168,9 +168,10 @@ def model_figures(models: Sequence[str], world: str, profile: str | profiles.Pro
     """Clean and per-style top-1 and the dynamic units at every last stage (with their 95%
     interval) of each zoo model on ``world``, one row per model and last stage."""
     prof = profiles.get(profile)
+    entries = zoo.get_many([dict(model=model, world=world, profile=prof, seed=seed, device=device) for model in models],
+                           progress=progress)
     rows = []
-    for model in models:
-        entry = zoo.get(model, world, profile=prof, seed=seed, device=device, progress=progress)
+    for model, entry in zip(models, entries):
         styled = experiments.entry_style_accuracy(entry, world, prof) / 100
         measurement = experiments.measure_entry(entry, world, prof, layers=experiments.last_layers(entry.model),
                                                 seed=seed, progress=progress)

@@ -229,6 +229,30 @@ def test_style_accuracy_scores_the_clips_as_they_are_and_in_every_style():
     assert style_accuracy(ColourModel(), dataset, styles=["pencil"]).index.tolist() == ["original", "pencil"]
 
 
+def test_a_zoo_models_style_accuracy_is_computed_once_and_then_read_from_beside_its_checkpoints(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from stdyn import experiments, zoo
+
+    calls = []
+
+    def counting_style_accuracy(model, dataset, **options):
+        calls.append(dataset)
+        return pd.Series({"original": 90.0, "thermal": 70.0 + len(calls)}, name="top-1 (%)")
+
+    monkeypatch.setattr(experiments, "style_accuracy", counting_style_accuracy)
+    monkeypatch.setattr(zoo, "measure_set", lambda world, profile, progress: f"{world} clips")
+    entry = SimpleNamespace(model=None, run_dir=tmp_path / "entry", device="cpu")
+    entry.run_dir.mkdir()
+    first = experiments.entry_style_accuracy(entry, "ssv2", "smoke")
+    again = experiments.entry_style_accuracy(entry, "ssv2", "smoke")
+    assert calls == ["ssv2 clips"]
+    pd.testing.assert_series_equal(first, again)
+    assert first["thermal"] == 71.0
+    assert experiments.entry_style_accuracy(entry, "kinetics", "smoke")["thermal"] == 72.0  # another world
+    assert len(calls) == 2
+
+
 # ----------------------------------------------------------------------------- stage labels
 
 

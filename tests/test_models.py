@@ -140,6 +140,7 @@ def test_x3d_uses_expanded_depthwise_3d_convolutions():
         ((3, 3, 3), (1, 2, 2), (2, 6, 5, 9, 8), True),  # odd and even sizes under a stride
         ((3, 3, 3), (2, 2, 2), (1, 4, 7, 7, 6), False),
         ((5, 1, 1), (1, 1, 1), (2, 4, 7, 4, 4), True),
+        ((3, 1, 3), (1, 1, 3), (3, 5, 6, 5, 10), False),  # a stride that skips the last input columns
     ],
 )
 def test_depthwise_conv3d_matches_the_plain_convolution_and_its_gradients(kernel, stride, shape, channels_last):

@@ -307,3 +307,37 @@ def test_the_command_line_prints_accuracy_and_chance_per_model_and_world(monkeyp
     with pytest.raises(ValueError, match="ssv2"):
         zoo.main(["--worlds", "ssv3", "--profile", "smoke"])
     zoo._RECENT_SPLITS.clear()
+
+
+def test_get_many_trains_missing_entries_side_by_side_as_this_process_would(tmp_path, monkeypatch):
+    """Entries trained in get_many's worker processes (the parent trains none) equal the ones
+    this process trains, and are what get() then loads."""
+    small = profiles.get("smoke").replace(n_train=32, n_val=16, n_measure=16, epochs=1)
+    requests = [dict(model="c2d", world="ssv2", profile=small, seed=seed) for seed in (0, 1)]
+    monkeypatch.setenv("STDYN_CACHE", str(tmp_path / "side-by-side"))
+    zoo._RECENT_SPLITS.clear()
+    with monkeypatch.context() as patch:
+        patch.setattr(zoo, "_train", lambda *args, **kwargs: pytest.fail("trained in the parent process"))
+        entries = zoo.get_many(requests, jobs=2, progress=False)
+    assert [entry.key for entry in entries] == [zoo.get(**request, progress=False).key for request in requests]
+    assert entries[0].key != entries[1].key
+
+    monkeypatch.setenv("STDYN_CACHE", str(tmp_path / "in-process"))
+    zoo._RECENT_SPLITS.clear()
+    alone = zoo.get(**requests[1], progress=False)
+    zoo._RECENT_SPLITS.clear()
+    assert alone.key == entries[1].key
+    for (name, mine), theirs in zip(alone.model.state_dict().items(), entries[1].model.state_dict().values()):
+        assert torch.equal(mine, theirs), name
+
+
+def test_default_jobs_one_per_core_on_cpu_one_on_an_accelerator_or_as_set(monkeypatch):
+    monkeypatch.delenv("STDYN_JOBS", raising=False)
+    assert zoo.default_jobs(["cpu"]) >= 1
+    assert zoo.default_jobs(["cpu", "cuda:0"]) == 1
+    monkeypatch.setenv("STDYN_JOBS", "3")
+    assert zoo.default_jobs(["cuda"]) == 3
+    for bad in ("0", "two"):
+        monkeypatch.setenv("STDYN_JOBS", bad)
+        with pytest.raises(ValueError, match="STDYN_JOBS"):
+            zoo.default_jobs()
