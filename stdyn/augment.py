@@ -3,7 +3,7 @@
 Natural videos show every motion in countless colours, textures and lighting conditions, so a
 network trained on them keeps recognising a motion when a video is restyled. The synthetic worlds
 already draw every clip's look from a broad distribution; training adds more of the same variety
-on top, so that a model never sees one clip twice in the same colours: a random rotation or
+on top, so that a model seldom sees one clip twice in the same colours: a random rotation or
 reflection of colour space (which includes hue shifts, channel swaps and inversions), a common
 contrast factor, per-channel gamma, a lighting gradient, and a faint static grain (a smooth random
 pattern multiplied into every frame). It shares no code with the measurement styles of
@@ -82,6 +82,12 @@ def recolour(clips: Tensor, params: Recolouring) -> Tensor:
     """
     if clips.dim() != 5 or clips.shape[1] != 3:
         raise ValueError(f"expected clips (B, 3, T, H, W), got shape {tuple(clips.shape)}")
+    if not params.active.all():  # work on the recoloured clips only
+        active = params.active.nonzero()[:, 0]
+        out = clips.clone()
+        if len(active):
+            out[active.to(clips.device)] = recolour(clips[active.to(clips.device)], params.select(active))
+        return out
     params = params.to(clips.device)
     centred = clips - clips.mean((2, 3, 4), keepdim=True)
     rotated = torch.einsum("bij,bjthw->bithw", params.rotation.to(clips.dtype), centred)
@@ -93,7 +99,7 @@ def recolour(clips: Tensor, params: Recolouring) -> Tensor:
     light = 1 + 2 * (params.light[:, 0, None, None] * x + params.light[:, 1, None, None] * y)  # (B, H, W)
     grain = F.interpolate(params.grain[:, None], size=(height, width), mode="bicubic", align_corners=True)[:, 0]
     out = (out * (light * (1 + grain))[:, None, None]).clamp(0, 1)
-    return torch.where(params.active.view(-1, 1, 1, 1, 1), out.to(clips.dtype), clips)
+    return out.to(clips.dtype)
 
 
 class AppearanceJitter:

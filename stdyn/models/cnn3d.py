@@ -247,9 +247,10 @@ class ResNet3D(nn.Module):
         return self.head(x)
 
 
-def c2d(num_classes: int, width: int = 16, depth: int = 10, dropout: float = 0.0) -> ResNet3D:
-    """C2D: a 2D ResNet applied to every frame; time is only averaged by the head."""
-    return ResNet3D(num_classes, ResNetSpec.make(width, depth), (1, 1, 1, 1, 1), dropout=dropout)
+def c2d(num_classes: int, width: int = 16, depth: int = 10, dropout: float = 0.0, frame_stride: int = 1) -> ResNet3D:
+    """C2D: a 2D ResNet applied to every ``frame_stride``-th frame; time is only averaged by the head."""
+    return ResNet3D(num_classes, ResNetSpec.make(width, depth), (1, 1, 1, 1, 1), frame_stride=frame_stride,
+                    dropout=dropout)
 
 
 def i3d(
