@@ -18,13 +18,15 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
-import multiprocessing
 import os
+import subprocess
+import sys
+import tempfile
 import pkgutil
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
@@ -142,12 +144,10 @@ def get_many(requests: Sequence[dict[str, Any]], *, jobs: int | None = None,
             datasets(request["world"], request["profile"], seed=request.get("data_seed", 0),
                      world_kwargs=request.get("world_kwargs"), progress=progress)
         threads = max(1, torch.get_num_threads() // jobs)
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(jobs, mp_context=context, initializer=torch.set_num_threads,
-                                 initargs=(threads,)) as pool:
-            # The longest first, so that the last to finish does not run alone for long.
-            futures = [pool.submit(_train_request, missing[key]) for key in sorted(missing, key=costs.__getitem__,
-                                                                                   reverse=True)]
+        # The longest first, so that the last to finish does not run alone for long.
+        order = sorted(missing, key=costs.__getitem__, reverse=True)
+        with ThreadPoolExecutor(jobs) as pool:
+            futures = [pool.submit(_train_in_process, missing[key], threads) for key in order]
             done = as_completed(futures)
             if progress:
                 done = tqdm(done, total=len(futures), desc=f"training {len(futures)} models, {jobs} at a time")
@@ -172,9 +172,28 @@ def default_jobs(devices: Iterable[str] = ("cpu",)) -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
-def _train_request(request: dict[str, Any]) -> str:
-    """Train one :func:`get_many` request in a worker process; returns the entry's key."""
-    return get(**{**request, "progress": False}).key
+def _train_in_process(request: dict[str, Any], threads: int) -> None:
+    """Train one :func:`get_many` request in a fresh Python process with ``threads`` threads.
+
+    A new interpreter (not a fork, nor multiprocessing's spawn, which re-runs the caller's main
+    script) works the same from a notebook, a script or a REPL.
+    """
+    with tempfile.TemporaryDirectory(prefix="stdyn-train-") as folder:
+        path = Path(folder) / "request.pt"
+        torch.save({**request, "progress": False}, path)
+        # The caller's import path, so that a model of its own ("package.module:factory") imports.
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+               "PYTHONPATH": os.pathsep.join(entry for entry in sys.path if entry)}
+        done = subprocess.run([sys.executable, "-c", f"from stdyn.zoo import _train_saved; _train_saved({str(path)!r})"],
+                              env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"training {request['model']} on {request['world']} in a worker process failed "
+                           f"(exit {done.returncode}):\n{done.stderr[-3000:]}")
+
+
+def _train_saved(path: str) -> None:
+    """A worker process's entry point: train (or find) the entry of the request saved at ``path``."""
+    get(**torch.load(path, weights_only=False))
 
 
 def _locate(model: str, world: str, prof: profiles.Profile, **options: Any) -> tuple[TrainSpec, str, Path]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import sys
 
 import pytest
@@ -329,6 +330,28 @@ def test_get_many_trains_missing_entries_side_by_side_as_this_process_would(tmp_
     assert alone.key == entries[1].key
     for (name, mine), theirs in zip(alone.model.state_dict().items(), entries[1].model.state_dict().values()):
         assert torch.equal(mine, theirs), name
+
+
+def test_get_many_runs_from_a_plain_script_and_names_a_failing_worker(tmp_path):
+    """A script without a main guard trains side by side (worker processes never re-run it), and a
+    worker that fails says which model and why."""
+    import subprocess
+
+    script = tmp_path / "script.py"
+    script.write_text(
+        "from stdyn import profiles, zoo\n"
+        "small = profiles.get('smoke').replace(n_train=32, n_val=16, n_measure=16, epochs=1)\n"
+        "entries = zoo.get_many([dict(model='c2d', world='ssv2', profile=small, seed=s) for s in (0, 1)], jobs=2,"
+        " progress=False)\n"
+        "print('trained', len({entry.key for entry in entries}))\n"
+        "zoo.get_many([dict(model='c2d', world='ssv2', profile=small, seed=s, model_kwargs={'widht': 8})"
+        " for s in (0, 1)], jobs=2, progress=False)\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path,
+                          env={**os.environ, "STDYN_CACHE": str(tmp_path / "cache")})
+    assert "trained 2" in done.stdout, done.stderr[-2000:]
+    assert done.returncode != 0
+    assert "training c2d on ssv2 in a worker process failed" in done.stderr
+    assert "widht" in done.stderr  # the worker's own error travels with it
 
 
 def test_default_jobs_one_per_core_on_cpu_one_on_an_accelerator_or_as_set(monkeypatch):
