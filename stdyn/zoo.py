@@ -22,6 +22,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import pkgutil
 import time
 from collections import OrderedDict
@@ -146,13 +147,20 @@ def get_many(requests: Sequence[dict[str, Any]], *, jobs: int | None = None,
         threads = max(1, torch.get_num_threads() // jobs)
         # The longest first, so that the last to finish does not run alone for long.
         order = sorted(missing, key=costs.__getitem__, reverse=True)
+        workers = _Workers()
         with ThreadPoolExecutor(jobs) as pool:
-            futures = [pool.submit(_train_in_process, missing[key], threads) for key in order]
+            futures = [pool.submit(_train_in_process, missing[key], threads, workers) for key in order]
             done = as_completed(futures)
             if progress:
                 done = tqdm(done, total=len(futures), desc=f"training {len(futures)} models, {jobs} at a time")
-            for future in done:
-                future.result()
+            try:
+                for future in done:
+                    future.result()
+            except BaseException:  # a failed worker or an interrupt: stop the others (their entries resume later)
+                for future in futures:
+                    future.cancel()
+                workers.stop()
+                raise
     return [get(**{**request, "progress": progress}) for request in requests]
 
 
@@ -172,7 +180,36 @@ def default_jobs(devices: Iterable[str] = ("cpu",)) -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
-def _train_in_process(request: dict[str, Any], threads: int) -> None:
+class _Workers:
+    """The worker processes of one :func:`get_many` call; :meth:`stop` kills them and refuses new ones."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: set[subprocess.Popen] = set()
+        self._stopped = False
+
+    def run(self, command: list[str], env: dict[str, str]) -> tuple[int, str]:
+        """Run ``command`` to its end; its exit status and standard error."""
+        with self._lock:
+            if self._stopped:
+                raise RuntimeError("training stopped")
+            worker = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            self._running.add(worker)
+        try:
+            _, errors = worker.communicate()
+        finally:
+            with self._lock:
+                self._running.discard(worker)
+        return worker.returncode, errors
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+            for worker in self._running:
+                worker.kill()
+
+
+def _train_in_process(request: dict[str, Any], threads: int, workers: _Workers) -> None:
     """Train one :func:`get_many` request in a fresh Python process with ``threads`` threads.
 
     A new interpreter (not a fork, nor multiprocessing's spawn, which re-runs the caller's main
@@ -184,11 +221,11 @@ def _train_in_process(request: dict[str, Any], threads: int) -> None:
         # The caller's import path, so that a model of its own ("package.module:factory") imports.
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
                "PYTHONPATH": os.pathsep.join(entry for entry in sys.path if entry)}
-        done = subprocess.run([sys.executable, "-c", f"from stdyn.zoo import _train_saved; _train_saved({str(path)!r})"],
-                              env=env, capture_output=True, text=True)
-    if done.returncode != 0:
+        status, errors = workers.run([sys.executable, "-c", f"from stdyn.zoo import _train_saved; "
+                                      f"_train_saved({str(path)!r})"], env)
+    if status != 0:
         raise RuntimeError(f"training {request['model']} on {request['world']} in a worker process failed "
-                           f"(exit {done.returncode}):\n{done.stderr[-3000:]}")
+                           f"(exit {status}):\n{errors[-3000:]}")
 
 
 def _train_saved(path: str) -> None:

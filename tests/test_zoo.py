@@ -354,6 +354,21 @@ def test_get_many_runs_from_a_plain_script_and_names_a_failing_worker(tmp_path):
     assert "widht" in done.stderr  # the worker's own error travels with it
 
 
+def test_a_failing_worker_stops_the_others_which_leave_no_entry(tmp_path, monkeypatch):
+    """get_many raises as soon as one worker fails and kills the rest: a long training left
+    running would keep the caller waiting (an interrupted one resumes on the next call)."""
+    monkeypatch.setenv("STDYN_CACHE", str(tmp_path / "cache"))
+    zoo._RECENT_SPLITS.clear()
+    long = profiles.get("smoke").replace(n_train=3000, n_val=16, n_measure=16, epochs=8)
+    requests = [dict(model="c2d", world="ssv2", profile=long, seed=0),
+                dict(model="c2d", world="ssv2", profile=long, seed=1, model_kwargs={"widht": 8})]
+    with pytest.raises(RuntimeError, match="widht"):
+        zoo.get_many(requests, jobs=2, progress=False)
+    spec, _, run_dir = zoo._locate("c2d", "ssv2", long, seed=0)
+    assert zoo._load(run_dir, spec, []) is None
+    zoo._RECENT_SPLITS.clear()
+
+
 def test_default_jobs_one_per_core_on_cpu_one_on_an_accelerator_or_as_set(monkeypatch):
     monkeypatch.delenv("STDYN_JOBS", raising=False)
     assert zoo.default_jobs(["cpu"]) >= 1
