@@ -20,7 +20,6 @@ from stdyn.models.vos import (
     poly_lr,
     poly_scheduler,
     stage_channels,
-    two_stream,
     vos_loss,
 )
 from stdyn.probe import Probe
@@ -144,7 +143,7 @@ def test_every_named_configuration_trains_one_step(name):
 
 
 def test_stage_names_resolve_with_hooks_and_have_the_documented_shapes():
-    model = two_stream(width=8, cross="U", fusion="G").eval()
+    model = TwoStreamVOS(width=8, cross="U", fusion="G").eval()
     channels = stage_channels(8)
     assert channels == (8, 8, 16, 32, 64)
     names = [s.name for s in model.stages]
@@ -174,7 +173,7 @@ def test_named_configurations_have_their_stages():
     assert isinstance(VOS_MODELS["rtnet_star"](width=4).fusion3, GatedFusion)
     assert not VOS_MODELS["matnet_star"](width=4).cross1.bidirectional
     assert VOS_MODELS["matnet"](width=4).decoder.boundary is not None
-    shallow = two_stream(width=4, fusion_stages=(1, 3))
+    shallow = TwoStreamVOS(width=4, fusion_stages=(1, 3))
     assert not hasattr(shallow, "appearance_stage4") and shallow(*inputs(size=16)).shape == (2, 1, 16, 16)
 
 
@@ -197,7 +196,7 @@ def _depends(model: nn.Module, stage: str, on: str) -> bool:
                          [("none", False, False), ("U", True, False), ("B", True, True)])
 def test_cross_connections_wire_the_streams(cross, appearance_sees_flow, motion_sees_rgb):
     torch.manual_seed(0)
-    model = two_stream(width=4, cross=cross).eval()
+    model = TwoStreamVOS(width=4, cross=cross).eval()
     for k in (1, 3, 5):
         assert _depends(model, f"appearance{k}", "rgb") and _depends(model, f"motion{k}", "flow")
         assert _depends(model, f"appearance{k}", "flow") == appearance_sees_flow
@@ -225,12 +224,14 @@ def test_forward_forms_and_input_checks():
         model(rgb * 255, flow)
     with pytest.raises(ValueError, match="B, 3, H, W"):
         model(rgb[:, :2], flow)
+    with pytest.raises(ValueError, match=r"flow images: .*\(B, 3, H, W\).*batch dimension"):
+        model(rgb, flow[0])
     with pytest.raises(ValueError, match="cross"):
-        two_stream(cross="X")
+        TwoStreamVOS(cross="X")
     with pytest.raises(ValueError, match="single-stream"):
-        two_stream(streams=("motion",), cross="U")
+        TwoStreamVOS(streams=("motion",), cross="U")
     with pytest.raises(ValueError, match="fusion_stages"):
-        two_stream(fusion_stages=(0, 6))
+        TwoStreamVOS(fusion_stages=(0, 6))
     with pytest.raises(ValueError, match="Did you mean"):
         build("matnet_bar")
     assert isinstance(model, TwoStreamVOS) and model.config["boundary"] is True

@@ -34,35 +34,47 @@ class Stage:
 
 def check_clips(clips: Tensor, what: str = "clips", check_range: bool = True) -> None:
     """Raise a ValueError unless ``clips`` is a float batch (B, 3, T, H, W) with values in [0, 1]."""
-    layout = "a float batch of clips shaped (B, 3, T, H, W) with values in [0, 1]"
-    if not isinstance(clips, Tensor):
-        raise TypeError(f"{what}: expected {layout}, got {type(clips).__name__}")
-    if clips.ndim != 5 or clips.shape[1] != 3:
-        hint = ""
-        if clips.ndim == 4:
-            hint = " (a single clip (3, T, H, W)? add a batch dimension with clips.unsqueeze(0))"
-        elif clips.ndim == 5 and clips.shape[2] == 3:
-            hint = " (frames first? use clips.transpose(1, 2) to go from (B, T, 3, H, W) to (B, 3, T, H, W))"
-        raise ValueError(f"{what}: expected {layout}, got shape {tuple(clips.shape)}{hint}")
-    if not clips.is_floating_point():
-        raise ValueError(
-            f"{what}: expected {layout}, got dtype {clips.dtype} (convert with clips.float() / 255)"
-        )
-    if check_range and clips.numel():
-        low, high = torch.aminmax(clips.detach())
+    hint = ""
+    if isinstance(clips, Tensor) and clips.ndim == 4:
+        hint = " (a single clip (3, T, H, W)? add a batch dimension with clips.unsqueeze(0))"
+    elif isinstance(clips, Tensor) and clips.ndim == 5 and clips.shape[2] == 3:
+        hint = " (frames first? use clips.transpose(1, 2) to go from (B, T, 3, H, W) to (B, 3, T, H, W))"
+    _check_batch(clips, what, "clips", "(B, 3, T, H, W)", 5, hint, check_range)
+
+
+def check_frames(frames: Tensor, what: str = "frames", check_range: bool = True) -> None:
+    """Raise a ValueError unless ``frames`` is a float batch (B, 3, H, W) with values in [0, 1]."""
+    hint = ""
+    if isinstance(frames, Tensor) and frames.ndim == 3:
+        hint = " (a single frame (3, H, W)? add a batch dimension with x.unsqueeze(0))"
+    _check_batch(frames, what, "frames", "(B, 3, H, W)", 4, hint, check_range)
+
+
+def _check_batch(x: Tensor, what: str, items: str, shape: str, ndim: int, hint: str, check_range: bool) -> None:
+    layout = f"a float batch of {items} shaped {shape} with values in [0, 1]"
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{what}: expected {layout}, got {type(x).__name__}")
+    if x.ndim != ndim or x.shape[1] != 3:
+        raise ValueError(f"{what}: expected {layout}, got shape {tuple(x.shape)}{hint}")
+    if not x.is_floating_point():
+        raise ValueError(f"{what}: expected {layout}, got dtype {x.dtype} (convert with x.float() / 255)")
+    if check_range and x.numel():
+        low, high = torch.aminmax(x.detach())
         if low < -_RANGE_TOLERANCE or high > 1 + _RANGE_TOLERANCE:
             raise ValueError(
                 f"{what}: expected {layout}, got values in [{low.item():.3g}, {high.item():.3g}]; "
-                "models normalise inside, so pass un-normalised clips scaled to [0, 1]"
+                f"models normalise inside, so pass un-normalised {items} scaled to [0, 1]"
             )
 
 
 class Normalize(nn.Module):
-    """The fixed first layer: checks the layout of a [0, 1] batch and normalises it per colour channel.
+    """The fixed first layer: checks the layout of a [0, 1] batch of clips (B, 3, T, H, W), or of
+    frames (B, 3, H, W) with ``frames=True``, and normalises it per colour channel.
 
     Mean and std are non-persistent buffers, so they never appear in a state dict. With
     ``channels_last`` the output is in ``torch.channels_last_3d`` memory format, which the
-    convolutions that follow keep (2-3x faster 3D and depthwise convolutions on CPU).
+    convolutions that follow keep (2-3x faster 3D and depthwise convolutions on CPU). ``what``
+    names the input in error messages.
     """
 
     def __init__(
@@ -71,23 +83,30 @@ class Normalize(nn.Module):
         std: Sequence[float] = KINETICS_STD,
         check_range: bool = True,
         channels_last: bool = False,
+        frames: bool = False,
+        what: str | None = None,
     ) -> None:
         super().__init__()
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1, 1), persistent=False)
+        if frames and channels_last:
+            raise ValueError("channels_last is the 3D memory format of clips; frames do not take it")
+        shape = (1, 3, 1, 1) if frames else (1, 3, 1, 1, 1)
+        self.register_buffer("mean", torch.tensor(mean).view(shape), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(shape), persistent=False)
         self.check_range = check_range
         self.channels_last = channels_last
+        self.frames = frames
+        self.what = what or ("frames" if frames else "clips")
 
-    def forward(self, clips: Tensor) -> Tensor:
-        check_clips(clips, check_range=self.check_range)
-        normalized = (clips - self.mean) / self.std
+    def forward(self, x: Tensor) -> Tensor:
+        (check_frames if self.frames else check_clips)(x, self.what, check_range=self.check_range)
+        normalized = (x - self.mean) / self.std
         if self.channels_last:
             normalized = normalized.contiguous(memory_format=torch.channels_last_3d)
         return normalized
 
     def extra_repr(self) -> str:
         text = f"mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()}"
-        return text + (", channels_last=True" if self.channels_last else "")
+        return text + (", channels_last=True" if self.channels_last else "") + (", frames=True" if self.frames else "")
 
 
 class TemporalSubsample(nn.Module):

@@ -2,7 +2,7 @@
 
 ::
 
-    model = VOS_MODELS["matnet"]()                   # or two_stream(cross="U", fusion="G", boundary=True)
+    model = VOS_MODELS["matnet"]()                   # or TwoStreamVOS(cross="U", fusion="G", boundary=True)
     logits = model(rgb, flow_image)                  # (B, 3, H, W) each, in [0, 1] -> (B, 1, H, W)
     loss = vos_loss(logits, masks, model.last_boundary_logits)
 
@@ -57,7 +57,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
-from stdyn.models.common import Stage, init_weights
+from stdyn.models.common import Normalize, Stage, init_weights
 from stdyn.models.fusion import FUSIONS, make_fusion
 
 __all__ = [
@@ -66,7 +66,6 @@ __all__ = [
     "IMAGENET_STD",
     "VOS_MODELS",
     "CrossConnection",
-    "Normalize2d",
     "StreamOutput",
     "TwoStreamVOS",
     "boundary_loss",
@@ -78,7 +77,6 @@ __all__ = [
     "poly_lr",
     "poly_scheduler",
     "stage_channels",
-    "two_stream",
     "vos_loss",
 ]
 
@@ -86,50 +84,10 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CROSS_CONNECTIONS = ("none", "U", "B")
 STREAMS = ("appearance", "motion")
-_RANGE_TOLERANCE = 0.05
 
 
 # ---------------------------------------------------------------------------------------------
 # Layers
-
-
-def check_frames(x: Tensor, what: str = "frames", check_range: bool = True) -> None:
-    """Raise a ValueError unless ``x`` is a float batch (B, 3, H, W) with values in [0, 1]."""
-    layout = "a float batch shaped (B, 3, H, W) with values in [0, 1]"
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{what}: expected {layout}, got {type(x).__name__}")
-    if x.ndim != 4 or x.shape[1] != 3:
-        hint = " (a single frame (3, H, W)? add a batch dimension with x.unsqueeze(0))" if x.ndim == 3 else ""
-        raise ValueError(f"{what}: expected {layout}, got shape {tuple(x.shape)}{hint}")
-    if not x.is_floating_point():
-        raise ValueError(f"{what}: expected {layout}, got dtype {x.dtype} (convert with x.float() / 255)")
-    if check_range and x.numel():
-        low, high = torch.aminmax(x.detach())
-        if low < -_RANGE_TOLERANCE or high > 1 + _RANGE_TOLERANCE:
-            raise ValueError(
-                f"{what}: expected {layout}, got values in [{low.item():.3g}, {high.item():.3g}]; "
-                "models normalise inside, so pass un-normalised images scaled to [0, 1]"
-            )
-
-
-class Normalize2d(nn.Module):
-    """Checks a (B, 3, H, W) batch in [0, 1] and normalises it per colour channel (non-persistent
-    mean and std buffers: they never appear in a state dict)."""
-
-    def __init__(self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-                 what: str = "frames", check_range: bool = True) -> None:
-        super().__init__()
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
-        self.what = what
-        self.check_range = check_range
-
-    def forward(self, x: Tensor) -> Tensor:
-        check_frames(x, self.what, self.check_range)
-        return (x - self.mean) / self.std
-
-    def extra_repr(self) -> str:
-        return f"mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()}"
 
 
 def conv_bn(in_channels: int, out_channels: int, kernel: int = 3, stride: int = 1,
@@ -276,6 +234,13 @@ class TwoStreamVOS(nn.Module):
     the boundary logits (B, 1, H, W) of the same pass are kept in ``last_boundary_logits``
     (attached to the graph, so that :func:`vos_loss` can train them), and
     ``forward(..., return_boundary=True)`` returns ``(mask_logits, boundary_logits)``.
+
+    ``cross``: "none", "U" (motion to appearance, MATNet) or "B" (both ways, RTNet). ``fusion``:
+    "G" (MATNet's gated fusion), "CCG" (RTNet's convex-combination gated fusion), "concat" or
+    "sum", after every stage in ``fusion_stages``. ``boundary``: MATNet's boundary-aware
+    refinement. ``streams=("appearance",)`` or ``("motion",)``: a single-stream baseline.
+    ``reduction``: the squeeze-and-excitation reduction; ``spatial_kernel``: the kernel of the
+    spatial attention convolutions.
     """
 
     def __init__(
@@ -318,9 +283,9 @@ class TwoStreamVOS(nn.Module):
         }
 
         if "appearance" in streams:
-            self.normalize_rgb = Normalize2d(what="rgb frames")
+            self.normalize_rgb = Normalize(IMAGENET_MEAN, IMAGENET_STD, frames=True, what="rgb frames")
         if "motion" in streams:
-            self.normalize_flow = Normalize2d(what="flow images")
+            self.normalize_flow = Normalize(IMAGENET_MEAN, IMAGENET_STD, frames=True, what="flow images")
         self.stages: list[Stage] = []
         in_channels = 3
         for k in range(1, self.depth + 1):
@@ -390,42 +355,18 @@ class TwoStreamVOS(nn.Module):
         return ", ".join(f"{k}={v!r}" for k, v in self.config.items())
 
 
-def two_stream(
-    num_outputs: int = 1,
-    width: int = 16,
-    cross: str = "none",
-    fusion: str = "G",
-    fusion_stages: Sequence[int] = (1, 2, 3, 4, 5),
-    boundary: bool = False,
-    streams: Sequence[str] = STREAMS,
-    reduction: int = 4,
-    spatial_kernel: int = 3,
-) -> TwoStreamVOS:
-    """A two-stream segmentation model.
-
-    ``cross``: "none", "U" (motion to appearance, MATNet) or "B" (both ways, RTNet). ``fusion``:
-    "G" (MATNet's gated fusion), "CCG" (RTNet's convex-combination gated fusion), "concat" or
-    "sum", after every stage in ``fusion_stages``. ``boundary``: MATNet's boundary-aware
-    refinement. ``streams=("appearance",)`` or ``("motion",)``: a single-stream baseline.
-    ``reduction``: the squeeze-and-excitation reduction; ``spatial_kernel``: the kernel of the
-    spatial attention convolutions.
-    """
-    return TwoStreamVOS(num_outputs, width, cross, fusion, fusion_stages, boundary, streams, reduction,
-                        spatial_kernel)
-
-
 VOS_MODELS: dict[str, Callable[..., TwoStreamVOS]] = {
     # FusionSeg merges an appearance and a motion network that never talk to each other; ours
     # fuses their features by concatenation and a 1x1 convolution at stage 2 and stage 5 (its
     # fusion points measured in the paper), with no attention.
-    "fusionseg": partial(two_stream, cross="none", fusion="concat", fusion_stages=(2, 5)),
-    "matnet": partial(two_stream, cross="U", fusion="G", boundary=True),
-    "matnet_nobar": partial(two_stream, cross="U", fusion="G"),
-    "matnet_star": partial(two_stream, cross="U", fusion="CCG"),
-    "rtnet": partial(two_stream, cross="B", fusion="CCG"),
-    "rtnet_star": partial(two_stream, cross="B", fusion="G"),
-    "appearance_only": partial(two_stream, streams=("appearance",)),
-    "motion_only": partial(two_stream, streams=("motion",)),
+    "fusionseg": partial(TwoStreamVOS, cross="none", fusion="concat", fusion_stages=(2, 5)),
+    "matnet": partial(TwoStreamVOS, cross="U", fusion="G", boundary=True),
+    "matnet_nobar": partial(TwoStreamVOS, cross="U", fusion="G"),
+    "matnet_star": partial(TwoStreamVOS, cross="U", fusion="CCG"),
+    "rtnet": partial(TwoStreamVOS, cross="B", fusion="CCG"),
+    "rtnet_star": partial(TwoStreamVOS, cross="B", fusion="G"),
+    "appearance_only": partial(TwoStreamVOS, streams=("appearance",)),
+    "motion_only": partial(TwoStreamVOS, streams=("motion",)),
 }
 """The named configurations: ``VOS_MODELS[name](**overrides)`` (e.g. ``width=32``)."""
 
