@@ -108,6 +108,19 @@ def load_tensors(path: Path) -> Any | None:
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
+def load_config_entry(path: Path, config: dict[str, Any]) -> dict[str, Any] | None:
+    """A dict entry written by :func:`save_tensors` whose ``"config"`` is ``config``; ``None`` if
+    it is missing, corrupt, unreadable (an intact checksum over bytes torch cannot read) or
+    another configuration's."""
+    try:
+        payload = load_tensors(path)
+    except Exception:
+        return None
+    if not isinstance(payload, dict) or payload.get("config") != config:
+        return None
+    return payload
+
+
 def remove_entry(paths: Iterable[Path]) -> None:
     """Delete entries and their checksums (missing ones are ignored)."""
     for path in paths:

@@ -342,3 +342,16 @@ def test_cache_keys_hash_every_module_that_draws_a_clip(monkeypatch):
     monkeypatch.setattr(zoo, "source_hash", lambda *modules: hashed.append(modules) or "code")
     assert zoo._code_fingerprint("i3d", "kinetics", []) == "code"
     assert {base, render, appearance, motion} <= set(hashed[-1])
+
+
+def test_a_cached_entry_is_read_only_when_it_is_intact_readable_and_of_the_same_configuration(tmp_path):
+    path = tmp_path / "entry.pt"
+    config = {"world": "ssv2", "n": 2}
+    assert cache.load_config_entry(path, config) is None  # missing
+    cache.save_tensors(path, {"config": config, "clips": torch.zeros(2)})
+    assert torch.equal(cache.load_config_entry(path, config)["clips"], torch.zeros(2))
+    assert cache.load_config_entry(path, {**config, "n": 3}) is None  # another configuration's
+    cache.atomic_write(path, lambda tmp: tmp.write_bytes(b"not a torch file"))  # checksum intact
+    assert cache.is_intact(path) and cache.load_config_entry(path, config) is None
+    cache.save_tensors(path, [config])
+    assert cache.load_config_entry(path, config) is None  # not an entry dict

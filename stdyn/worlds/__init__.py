@@ -92,11 +92,8 @@ def _read_entry(data_path: Path, manifest_path: Path, config: dict[str, Any]) ->
     """A cached payload, or None when the entry is missing, partial, corrupt or not this config."""
     if not _cache.is_intact(manifest_path):
         return None
-    try:
-        payload = _cache.load_tensors(data_path)
-    except Exception:  # an intact checksum over unreadable bytes: treat as corrupt
-        return None
-    if payload is None or payload.get("config") != config:
+    payload = _cache.load_config_entry(data_path, config)
+    if payload is None:
         return None
     expected = (config["n"], 3, config["frames"], config["size"], config["size"])
     if tuple(payload["clips"].shape) != expected or payload["clips"].dtype != torch.uint8:

@@ -632,16 +632,6 @@ def cache_path(config: dict[str, Any]) -> Path:
     return _cache.cache_dir("worlds") / f"{stem}.pt"
 
 
-def _read(path: Path, config: dict[str, Any]) -> dict[str, Any] | None:
-    try:
-        payload = _cache.load_tensors(path)
-    except Exception:  # intact checksum over unreadable bytes: treat as corrupt
-        return None
-    if payload is None or payload.get("config") != config:
-        return None
-    return payload
-
-
 def make(name: str, split: str, n: int, frames: int | None = None, size: int = 32, seed: int = 0,
          flow: str = "exact", cache: bool = True, progress: bool = False) -> VosWorld:
     """Render (or read from the cache) ``n`` clips of VOS world ``name`` for ``split``.
@@ -656,7 +646,7 @@ def make(name: str, split: str, n: int, frames: int | None = None, size: int = 3
     config = {"world": name, "split": split, "n": int(n), "frames": int(frames or settings.frames),
               "size": int(size), "seed": int(seed), "flow": flow, "format": CACHE_FORMAT}
     path = cache_path(config) if cache else None
-    payload = _read(path, config) if path is not None else None
+    payload = _cache.load_config_entry(path, config) if path is not None else None
     from_cache = payload is not None
     if payload is None:
         started = time.perf_counter()
