@@ -128,25 +128,27 @@ def get_many(requests: Sequence[dict[str, Any]], *, jobs: int | None = None,
     another on all cores. ``jobs`` defaults to :func:`default_jobs`; every request is a dict of
     :func:`get`'s keyword arguments plus ``model`` and ``world``.
     """
-    missing: dict[str, dict[str, Any]] = {}
-    devices: set[str] = set()
-    costs: dict[str, int] = {}
+    keys, found, missing, specs = [], {}, {}, {}
     for request in requests:
         options = {k: v for k, v in request.items() if k not in ("model", "world", "progress")}
         prof = profiles.get(options.pop("profile", "quick"))
         spec, key, run_dir = _locate(request["model"], request["world"], prof, **options)
-        if _load(run_dir, spec, list(options.get("callbacks") or [])) is None:
-            missing[key] = {**request, "profile": prof}
-            devices.add(spec.train.device)
-            costs[key] = spec.train.total_epochs * spec.data["n_train"]
-    jobs = min(jobs or default_jobs(devices), len(missing))
+        keys.append(key)
+        entry = _load(run_dir, spec, list(options.get("callbacks") or []))
+        if entry is not None:
+            found[key] = entry
+        else:
+            missing[key], specs[key] = {**request, "profile": prof}, spec
+    jobs = min(jobs or default_jobs({spec.train.device for spec in specs.values()}), len(missing))
     if jobs > 1:
-        for request in missing.values():  # every world once, here, before the workers read it
+        splits = {(r["world"], json.dumps(specs[k].data), json.dumps(r.get("world_kwargs"), sort_keys=True)): r
+                  for k, r in missing.items()}
+        for request in splits.values():  # every world once, here, before the workers read it
             datasets(request["world"], request["profile"], seed=request.get("data_seed", 0),
                      world_kwargs=request.get("world_kwargs"), progress=progress)
         threads = max(1, torch.get_num_threads() // jobs)
         # The longest first, so that the last to finish does not run alone for long.
-        order = sorted(missing, key=costs.__getitem__, reverse=True)
+        order = sorted(missing, key=lambda k: specs[k].train.total_epochs * specs[k].data["n_train"], reverse=True)
         workers = _Workers()
         with ThreadPoolExecutor(jobs) as pool:
             futures = [pool.submit(_train_in_process, missing[key], threads, workers) for key in order]
@@ -161,7 +163,8 @@ def get_many(requests: Sequence[dict[str, Any]], *, jobs: int | None = None,
                     future.cancel()
                 workers.stop()
                 raise
-    return [get(**{**request, "progress": progress}) for request in requests]
+    return [found[key] if key in found else get(**{**request, "progress": progress})
+            for key, request in zip(keys, requests)]
 
 
 def default_jobs(devices: Iterable[str] = ("cpu",)) -> int:

@@ -310,6 +310,18 @@ def test_the_command_line_prints_accuracy_and_chance_per_model_and_world(monkeyp
     zoo._RECENT_SPLITS.clear()
 
 
+def test_get_many_reads_each_cached_entry_once_and_trains_nothing(stand_ins, monkeypatch):
+    trained = [get(seed=seed) for seed in (0, 1)]
+    loads = []
+    real_load = zoo._load
+    monkeypatch.setattr(zoo, "_load", lambda *args: loads.append(args[0]) or real_load(*args))
+    entries = zoo.get_many([dict(model="tiny", world="ramp", profile=TINY, seed=seed) for seed in (0, 1)],
+                           jobs=2, progress=False)
+    assert [entry.key for entry in entries] == [entry.key for entry in trained]
+    assert all(same_weights(a.model, b.model) for a, b in zip(entries, trained))
+    assert len(loads) == 2 and stand_ins["fit"] == 2
+
+
 def test_get_many_trains_missing_entries_side_by_side_as_this_process_would(tmp_path, monkeypatch):
     """Entries trained in get_many's worker processes (the parent trains none) equal the ones
     this process trains, and are what get() then loads."""
