@@ -120,28 +120,21 @@ entries = dict(zip(trainings, zoo.get_many([
     for world, depth, variant, s in trainings])))
 
 # %%
-rows, class_frequency = [], {}
-for world in WORLDS:
+rows = []
+for (world, depth, variant, s), entry in entries.items():
     val = zoo.datasets(world, P)[1]
-    for depth in DEPTHS:
-        for variant, (dropout, rate) in VARIANTS.items():
-            for s in SEEDS:
-                entry = entries[world, depth, variant, s]
-                units = experiments.measure_entry(entry, world, P, layers=["head.pool"], seed=seed).unitwise(
-                    "head.pool", threshold)
-                ordered = experiments.correct_predictions(entry, val)
-                shuffled = experiments.correct_predictions(entry, val, shuffle_frames=True)
-                top1, top1_shuffled = (experiments.accuracy_estimate(c, seed=seed) for c in (ordered, shuffled))
-                per_class = {}
-                if world == compositional:
-                    train_counts = zoo.datasets(world, P, world_kwargs=WORLD_KWARGS[world])[0].class_counts
-                    per_class = experiments.accuracy_by_frequency(ordered, val.labels.numpy(), train_counts, top_k,
-                                                                 seed=seed)
-                rows.append({"world": world, "depth": depth, "variant": variant, "rate": rate, "seed": s,
-                             "entry": entry,
-                             "top1": top1, "relative": experiments.relative_drop(top1, top1_shuffled),
-                             "ratio": experiments.dynamic_ratio(units), "dynamic": units.percent("dynamic"),
-                             "by_class": per_class})
+    units = experiments.measure_entry(entry, world, P, layers=["head.pool"], seed=seed).unitwise("head.pool", threshold)
+    ordered = experiments.correct_predictions(entry, val)
+    shuffled = experiments.correct_predictions(entry, val, shuffle_frames=True)
+    top1, top1_shuffled = (experiments.accuracy_estimate(c, seed=seed) for c in (ordered, shuffled))
+    per_class = {}
+    if world == compositional:
+        train_counts = zoo.datasets(world, P, world_kwargs=WORLD_KWARGS[world])[0].class_counts
+        per_class = experiments.accuracy_by_frequency(ordered, val.labels.numpy(), train_counts, top_k, seed=seed)
+    rows.append({"world": world, "depth": depth, "variant": variant, "rate": VARIANTS[variant][1], "seed": s,
+                 "entry": entry, "top1": top1, "relative": experiments.relative_drop(top1, top1_shuffled),
+                 "ratio": experiments.dynamic_ratio(units), "dynamic": units.percent("dynamic"),
+                 "by_class": per_class})
 runs = pd.DataFrame(rows)
 # One estimate per (world, depth, variant): the mean over seeds; its bootstrap resamples seeds, then
 # clips (with one seed, clips only). Every group draws the same seeds, so variants stay paired.

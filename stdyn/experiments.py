@@ -132,11 +132,11 @@ def survey(models: Sequence[str], worlds: Sequence[str], profile: str | profiles
     """Train (or load from the zoo) every model on every world, and measure each on its own world."""
     prof = profiles.get(profile)
     result = Survey(prof.name)
-    pairs = [(model, world) for world in worlds for model in models]
+    runs = [(model, world) for world in worlds for model in models]
     entries = zoo.get_many([dict(model=model, world=world, profile=prof, seed=seed, shuffle_frames=shuffle_frames,
-                                 train_overrides=train_overrides, device=device) for model, world in pairs],
+                                 train_overrides=train_overrides, device=device) for model, world in runs],
                            progress=progress)
-    for (model, world), entry in zip(pairs, entries):
+    for (model, world), entry in zip(runs, entries):
         result.entries[model, world] = entry
         if measure_models:
             result.measurements[model, world] = measure_entry(entry, world, prof, bootstrap=bootstrap,
@@ -151,18 +151,17 @@ def zoo_accuracy(models: Sequence[str], worlds: Sequence[str], profile: str | pr
     from stdyn import worlds as world_registry
 
     prof = profiles.get(profile)
-    zoo.get_many([dict(model=model, world=world, profile=prof, seed=seed, device=device)
-                  for world in worlds for model in models], progress=progress)
+    runs = [(model, world) for world in worlds for model in models]
+    entries = zoo.get_many([dict(model=model, world=world, profile=prof, seed=seed, device=device)
+                            for model, world in runs], progress=progress)
     rows = []
-    for world in worlds:
-        chance = 1.0 / len(world_registry.spec(world).classes)
-        for model in models:
-            entry = zoo.get(model, world, profile=prof, seed=seed, device=device, progress=progress)
-            row = {"model": model, "world": world, "val_acc": entry.val_accuracy, "chance": chance,
-                   "train_seconds": float(entry.metrics["seconds"].sum())}
-            if styles:
-                row["styled_acc"] = float(entry_style_accuracy(entry, world, prof).drop("original").mean()) / 100
-            rows.append(row)
+    for (model, world), entry in zip(runs, entries):
+        row = {"model": model, "world": world, "val_acc": entry.val_accuracy,
+               "chance": 1.0 / len(world_registry.spec(world).classes),
+               "train_seconds": float(entry.metrics["seconds"].sum())}
+        if styles:
+            row["styled_acc"] = float(entry_style_accuracy(entry, world, prof).drop("original").mean()) / 100
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
