@@ -46,7 +46,7 @@ def check_frames(frames: Tensor, what: str = "frames", check_range: bool = True)
     """Raise a ValueError unless ``frames`` is a float batch (B, 3, H, W) with values in [0, 1]."""
     hint = ""
     if isinstance(frames, Tensor) and frames.ndim == 3:
-        hint = " (a single frame (3, H, W)? add a batch dimension with x.unsqueeze(0))"
+        hint = " (a single frame (3, H, W)? add a batch dimension with frames.unsqueeze(0))"
     _check_batch(frames, what, "frames", "(B, 3, H, W)", 4, hint, check_range)
 
 
@@ -57,7 +57,7 @@ def _check_batch(x: Tensor, what: str, items: str, shape: str, ndim: int, hint: 
     if x.ndim != ndim or x.shape[1] != 3:
         raise ValueError(f"{what}: expected {layout}, got shape {tuple(x.shape)}{hint}")
     if not x.is_floating_point():
-        raise ValueError(f"{what}: expected {layout}, got dtype {x.dtype} (convert with x.float() / 255)")
+        raise ValueError(f"{what}: expected {layout}, got dtype {x.dtype} (convert with {items}.float() / 255)")
     if check_range and x.numel():
         low, high = torch.aminmax(x.detach())
         if low < -_RANGE_TOLERANCE or high > 1 + _RANGE_TOLERANCE:
