@@ -16,9 +16,9 @@ import torch
 
 import stdyn
 from stdyn import models
-from stdyn.estimator import FACTORS
-from stdyn.pairs import FramePairs
-from stdyn.planted import moving_object_clips
+from stdyn.core.estimator import FACTORS
+from stdyn.core.pairs import FramePairs
+from stdyn.core.planted import moving_object_clips
 
 
 def main() -> None:

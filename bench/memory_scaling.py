@@ -18,7 +18,7 @@ CHILD = """
 import json, resource, sys, torch
 import stdyn
 from stdyn import models
-from stdyn.planted import moving_object_clips
+from stdyn.core.planted import moving_object_clips
 
 class LazyClips(torch.utils.data.Dataset):
     def __init__(self, n): self.n = n

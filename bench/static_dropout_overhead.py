@@ -21,7 +21,7 @@ from torch import nn
 
 from stdyn import models
 from stdyn.interventions import StaticDropoutCallback
-from stdyn.train import TrainConfig, TrainState
+from stdyn.training import TrainConfig, TrainState
 
 
 def main() -> None:

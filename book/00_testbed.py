@@ -46,7 +46,11 @@ import pandas as pd
 import seaborn as sns
 from IPython.display import display
 
-from stdyn import plots, profiles, stylize, testbed, worlds, zoo
+from stdyn import plots
+from stdyn.core import stylize
+from stdyn.data import worlds
+from stdyn.experiments import testbed
+from stdyn.training import profiles, zoo
 
 P = profiles.get(profile)
 pd.Series({"clips": f"{P.n_train} train / {P.n_measure} measured, 3x{P.frames}x{P.size}x{P.size}",

@@ -42,9 +42,10 @@ import torch
 from IPython.display import display
 
 import stdyn
-from stdyn import claims, fidelity, models, plots
-from stdyn.pairs import FramePairs
-from stdyn.planted import PlantedNet, moving_object_clips, recovery
+from stdyn import models, plots
+from stdyn.core import claims, fidelity
+from stdyn.core.pairs import FramePairs
+from stdyn.core.planted import PlantedNet, moving_object_clips, recovery
 
 torch.manual_seed(seed)
 torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -74,7 +75,7 @@ SIZES
 #   the two clips share their motion and little of their colour and texture.
 #
 # The paper stylises videos with a neural video-stylisation method. stdyn uses four fixed styles
-# built from classical image processing (`stdyn.stylize`). Each is one transform per clip, applied
+# built from classical image processing (`stdyn.core.stylize`). Each is one transform per clip, applied
 # identically to every frame, so motion is untouched:
 #
 # - **thermal** maps the clip's brightness through a thermal-camera colour map: one pointwise
@@ -121,7 +122,7 @@ plt.show()
 #   direction everywhere; 0: no motion found or unrelated). Clips whose object only fades in or
 #   out have no moving pixels and are left out.
 #
-# The dashed lines are the floors each style must keep (`stdyn.fidelity.KEPT`). Fast turns are the
+# The dashed lines are the floors each style must keep (`stdyn.core.fidelity.KEPT`). Fast turns are the
 # hardest case for the line styles: the worlds' rotations turn the object by 20-33 degrees a frame
 # in clips of 8 frames.
 
@@ -245,7 +246,7 @@ ci_frame.pivot_table(index="clips", columns="factor", values="interval width").r
 # before any training, makes its layers respond to.
 
 # %%
-from stdyn.videos import VideoFolder, list_videos, sample_videos
+from stdyn.data.videos import VideoFolder, list_videos, sample_videos
 
 if videos == "synthetic":
     own_clips = moving_object_clips(SIZES["n_own"], frames=SIZES["own_frames"], size=SIZES["own_size"], seed=seed)
@@ -275,7 +276,7 @@ plots.explore(own)
 # %% [markdown]
 # ## Claims
 #
-# What this chapter set out to show, checked against this run with `stdyn.claims`: each verdict
+# What this chapter set out to show, checked against this run with `stdyn.core.claims`: each verdict
 # comes from a 95% bootstrap interval (over clips; for the interval widths, over the bootstrap's
 # own replicates), never from a point value alone.
 

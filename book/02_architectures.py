@@ -37,9 +37,12 @@ threshold = 0.5
 # %%
 import matplotlib.pyplot as plt
 import pandas as pd
-from IPython.display import display
 
-from stdyn import claims, experiments, plots, profiles, testbed, worlds
+from stdyn import experiments, plots
+from stdyn.core import claims
+from stdyn.data import worlds
+from stdyn.experiments import testbed
+from stdyn.training import profiles
 
 if task != "action":
     raise ValueError(f"task {task!r} is not part of this chapter yet; use task='action'")
@@ -106,7 +109,7 @@ table.join(accuracy.set_index("model")["val_acc"].rename("val acc"), how="left")
 # %% [markdown]
 # ## Claims
 #
-# Each claim of the paper's Sec. 4.1.1, tested on this run with `stdyn.claims`. Intervals are
+# Each claim of the paper's Sec. 4.1.1, tested on this run with `stdyn.core.claims`. Intervals are
 # 95% bootstrap intervals over clips; differences between models are paired (same clips, same
 # resamples). "Exceeds" reproduces only when the interval of the difference lies above zero, and
 # is contradicted when it lies below; "similar" is an equivalence test: the whole interval of the

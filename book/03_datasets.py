@@ -41,7 +41,11 @@ threshold = 0.5
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from stdyn import claims, experiments, plots, profiles, testbed, worlds, zoo
+from stdyn import experiments, plots
+from stdyn.core import claims
+from stdyn.data import worlds
+from stdyn.experiments import testbed
+from stdyn.training import profiles, zoo
 
 if task != "action":
     raise ValueError(f"task {task!r} is not part of this chapter yet; use task='action'")

@@ -44,7 +44,10 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
-from stdyn import claims, experiments, plots, profiles, testbed
+from stdyn import experiments, plots
+from stdyn.core import claims
+from stdyn.experiments import testbed
+from stdyn.training import profiles
 
 if task != "action":
     raise ValueError(f"task {task!r} is not part of this chapter yet; use task='action'")

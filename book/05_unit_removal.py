@@ -49,7 +49,11 @@ import numpy as np
 import pandas as pd
 from IPython.display import display
 
-from stdyn import claims, experiments, interventions, plots, profiles, testbed, worlds, zoo
+from stdyn import experiments, interventions, plots
+from stdyn.core import claims
+from stdyn.data import worlds
+from stdyn.experiments import testbed
+from stdyn.training import profiles, zoo
 
 if task != "action":
     raise ValueError(f"task {task!r} is not part of this chapter yet; use task='action'")

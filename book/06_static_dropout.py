@@ -55,8 +55,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from stdyn import claims, experiments, profiles, testbed, zoo
+from stdyn import experiments
+from stdyn.core import claims
+from stdyn.experiments import testbed
 from stdyn.interventions import StaticDropoutCallback
+from stdyn.training import profiles, zoo
 
 if task != "action":
     raise ValueError(f"task {task!r} is not part of this chapter yet; use task='action'")

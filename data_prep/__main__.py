@@ -22,14 +22,14 @@ def _option(text: str) -> tuple[str, Any]:
 
 
 def add_worlds_arguments(parser: argparse.ArgumentParser) -> None:
-    from stdyn.worlds import SPLITS, available
+    from stdyn.data.worlds import SPLITS, available
 
     parser.add_argument("--list", action="store_true", help="list the worlds and what defines their labels, then exit")
     parser.add_argument("--name", action="append", choices=available(), metavar="WORLD",
                         help=f"world to render (repeatable; default: all of {', '.join(available())})")
     parser.add_argument("--split", choices=[*SPLITS, "both"], default="both", help="split to render (default: both)")
     parser.add_argument("--profile", help="take frames, size and clip counts (n_train / n_val) from this "
-                        "stdyn.profiles profile (smoke, quick, full)")
+                        "stdyn.training.profiles profile (smoke, quick, full)")
     parser.add_argument("--n", type=int, help="clips per split (overrides the profile)")
     parser.add_argument("--frames", type=int, help="frames per clip (default 16 or the profile's)")
     parser.add_argument("--size", type=int, help="frame height = width in pixels (default 32 or the profile's)")
@@ -42,11 +42,11 @@ def add_worlds_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _world_jobs(args: argparse.Namespace) -> list[dict[str, Any]]:
-    from stdyn.worlds import SPLITS, available
+    from stdyn.data.worlds import SPLITS, available
 
     frames, size, counts = args.frames, args.size, {}
     if args.profile:
-        from stdyn import profiles
+        from stdyn.training import profiles
 
         profile = profiles.get(args.profile)
         frames, size = frames or profile.frames, size or profile.size
@@ -64,8 +64,8 @@ def _world_jobs(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def run_worlds(args: argparse.Namespace) -> int:
     """Render the requested worlds into the cache and print a summary table."""
-    from stdyn import worlds
-    from stdyn.cache import cache_dir
+    from stdyn.data import worlds
+    from stdyn.data.cache import cache_dir
 
     if args.list:
         for name in worlds.available():

@@ -11,9 +11,9 @@ import pandas as pd
 import seaborn as sns
 import torch
 
-from stdyn.estimator import CATEGORIES
-from stdyn.fidelity import KEPT
-from stdyn.stylize import STYLES, stylize
+from stdyn.core.estimator import CATEGORIES
+from stdyn.core.fidelity import KEPT
+from stdyn.core.stylize import STYLES, stylize
 
 NO_WIDGETS = "STDYN_NO_WIDGETS"  # set: explore() draws no interactive widgets (batch runs)
 COLORS = {
@@ -171,6 +171,57 @@ def clip_strip(clips: Sequence[torch.Tensor], labels: Sequence[str], frames: Seq
     return fig
 
 
+
+def segmentation_strip(rgb: torch.Tensor, flow_image: torch.Tensor, masks: torch.Tensor,
+                       predictions: dict[str, torch.Tensor], row_labels: Sequence[str] | None = None,
+                       title: str | None = None) -> plt.Figure:
+    """One row per frame: the RGB frame, its flow image, the true mask and each model's predicted
+    foreground probability. ``rgb`` and ``flow_image`` are (N, 3, H, W), ``masks`` and each
+    prediction (N, 1, H, W) or (N, H, W)."""
+    columns = {"frame": rgb, "flow": flow_image, "mask": masks, **predictions}
+    n = len(rgb)
+    fig, axes = plt.subplots(n, len(columns), figsize=(1.25 * len(columns) + 1.2, 1.3 * n + 0.4), squeeze=False)
+    for col, (name, images) in enumerate(columns.items()):
+        for row in range(n):
+            ax = axes[row, col]
+            image = images[row].detach().float().cpu()
+            if image.dim() == 3 and image.shape[0] == 3:
+                ax.imshow(image.permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
+            else:
+                ax.imshow(image.reshape(image.shape[-2:]).numpy(), cmap="gray", vmin=0, vmax=1,
+                          interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(name, fontsize="small")
+        if row_labels is not None:
+            for row, label in enumerate(row_labels):
+                axes[row, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize="small")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def score_bars(table: pd.DataFrame, order: Sequence[str] | None = None, metric: str = "mIoU",
+               ax: plt.Axes | None = None, title: str | None = None) -> plt.Axes:
+    """Bars of a score per model, without and with flip side by side, with interval whiskers
+    (columns model, flip, ``metric``, ``{metric}_lo``, ``{metric}_hi``)."""
+    order = list(order) if order is not None else list(dict.fromkeys(table["model"]))
+    ax = _axes(ax, (1.0 * len(order) + 1.5, 3.2))
+    for offset, (with_flip, part) in zip((-0.2, 0.2), table.groupby("flip", sort=True)):
+        part = part.set_index("model").reindex(order)
+        errors = np.abs(part[[f"{metric}_lo", f"{metric}_hi"]].to_numpy().T - part[metric].to_numpy())
+        ax.bar(np.arange(len(order)) + offset, part[metric], 0.4, yerr=np.nan_to_num(errors), capsize=2,
+               label="flip" if with_flip else "no flip", color="#2c6fbb" if with_flip else "#9dbfe4")
+    ax.set_xticks(range(len(order)), order, rotation=20)
+    ax.set(ylabel=metric, ylim=(0, 1))
+    ax.legend(frameon=False)
+    sns.despine(ax=ax)
+    if title:
+        ax.set_title(title)
+    return ax
+
 def explore(measurement: Any, thresholds: Sequence[float] = (0.3, 0.4, 0.5, 0.6, 0.7)) -> None:
     """Unit scores and categories of a measured layer, at a threshold.
 
@@ -238,7 +289,7 @@ def style_gallery(clips: torch.Tensor, frames: Sequence[int] | None = None, styl
 def fidelity_bars(frame: pd.DataFrame, size: int | None = None, ax: plt.Axes | None = None,
                   title: str | None = None) -> plt.Axes:
     """Each style's visibility and flow agreement as a share of the clean clips' (from
-    :func:`stdyn.fidelity.fidelity`), with the floors every style must keep at ``size`` (dashed)."""
+    :func:`stdyn.core.fidelity.fidelity`), with the floors every style must keep at ``size`` (dashed)."""
     styled = frame[(frame["style"] != "clean") & frame["metric"].isin(list(FIDELITY_METRICS))]
     styles = list(dict.fromkeys(styled["style"]))
     ax = _axes(ax, (1.1 * len(styles) + 2.0, 3.6))
@@ -280,7 +331,7 @@ def fidelity_grid(frame: pd.DataFrame, title: str | None = None) -> plt.Figure:
 
 def decorrelation_heatmap(table: pd.DataFrame, ax: plt.Axes | None = None, title: str | None = None) -> plt.Axes:
     """Pearson r of per-clip statistics between every two styles (from
-    :func:`stdyn.fidelity.decorrelation`): one row per style pair, one column per statistic."""
+    :func:`stdyn.core.fidelity.decorrelation`): one row per style pair, one column per statistic."""
     pivot = table.assign(pair=table["style_a"] + " / " + table["style_b"]).pivot_table(
         index="pair", columns="statistic", values="r", sort=False)
     pivot = pivot[[c for c in dict.fromkeys(table["statistic"]) if c in pivot.columns]]

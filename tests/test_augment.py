@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from stdyn.augment import AppearanceJitter, Recolouring, recolour
-from stdyn.train import TrainConfig
+from stdyn.training import TrainConfig
+from stdyn.training.augment import AppearanceJitter, Recolouring, recolour
 
 torch.set_num_threads(1)
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from stdyn import book, claims
+from stdyn.book import runner as book
+from stdyn.core import claims
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

@@ -9,7 +9,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from stdyn import book
+from stdyn.book import runner as book
 
 BOOK_ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = book.chapters(BOOK_ROOT)

@@ -1,4 +1,4 @@
-"""Verdicts of stdyn.claims on estimates with known replicates, the Board and its notebook rows."""
+"""Verdicts of stdyn.core.claims on estimates with known replicates, the Board and its notebook rows."""
 from __future__ import annotations
 
 import itertools
@@ -8,10 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stdyn import claims
-from stdyn.claims import CONTRADICTED, NOT_REPRODUCED, NOT_TESTED, REPRODUCED, Board
-from stdyn.estimator import Estimate
-
+from stdyn.core import claims
+from stdyn.core.claims import CONTRADICTED, NOT_REPRODUCED, NOT_TESTED, REPRODUCED, Board
+from stdyn.core.estimator import Estimate
 
 _draws = itertools.count()
 

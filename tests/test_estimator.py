@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from stdyn import estimator
-from stdyn.estimator import PairStats, layerwise, unitwise
+from stdyn.core.estimator import PairStats, layerwise, unitwise
 
 
 def naive(pairs: dict, threshold: float = 0.5) -> dict:
@@ -229,7 +228,7 @@ def test_torch_tensors_are_accepted():
 WORKER = textwrap.dedent(
     """
     import sys, numpy as np, torch.distributed as dist
-    from stdyn.estimator import PairStats
+    from stdyn.core.estimator import PairStats
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     rng = np.random.default_rng(0)
@@ -298,7 +297,7 @@ def test_paired_estimates_give_intervals_of_differences():
 
 
 def test_an_estimate_is_above_a_threshold_only_when_its_whole_interval_is():
-    from stdyn.estimator import Estimate
+    from stdyn.core.estimator import Estimate
 
     assert Estimate(1.0, np.linspace(0.2, 1.8, 401)).above(0.0)
     assert not Estimate(1.0, np.linspace(-0.2, 2.2, 401)).above(0.0)  # point above, interval not

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stdyn.estimator import Estimate, UnitwiseResult, unitwise
+from stdyn.core.estimator import Estimate, UnitwiseResult, unitwise
 from stdyn.experiments import (
     accuracy_by_frequency,
     accuracy_estimate,
@@ -206,7 +206,7 @@ def test_style_accuracy_scores_the_clips_as_they_are_and_in_every_style():
     import torch
     from torch import nn
 
-    from stdyn.stylize import STYLES, stylize
+    from stdyn.core.stylize import STYLES, stylize
 
     torch.manual_seed(0)
     clips = torch.rand(12, 3, 4, 8, 8)
@@ -232,7 +232,9 @@ def test_style_accuracy_scores_the_clips_as_they_are_and_in_every_style():
 def test_a_zoo_models_style_accuracy_is_computed_once_and_then_read_from_beside_its_checkpoints(tmp_path, monkeypatch):
     from types import SimpleNamespace
 
-    from stdyn import experiments, zoo
+    from stdyn import experiments
+    from stdyn.experiments import surveys
+    from stdyn.training import zoo
 
     calls = []
 
@@ -240,7 +242,7 @@ def test_a_zoo_models_style_accuracy_is_computed_once_and_then_read_from_beside_
         calls.append(dataset)
         return pd.Series({"original": 90.0, "thermal": 70.0 + len(calls)}, name="top-1 (%)")
 
-    monkeypatch.setattr(experiments, "style_accuracy", counting_style_accuracy)
+    monkeypatch.setattr(surveys, "style_accuracy", counting_style_accuracy)
     monkeypatch.setattr(zoo, "measure_set", lambda world, profile, progress: f"{world} clips")
     entry = SimpleNamespace(model=None, run_dir=tmp_path / "entry", device="cpu")
     entry.run_dir.mkdir()

@@ -6,10 +6,25 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stdyn.fidelity import (KEPT, METRICS, STATISTICS, clip_fidelity, correlations, decorrelation, fidelity,
-                            flow_agreement, least_margin, local_contrast, max_abs_r, shortfalls, style_statistics,
-                            summarise, visibility, world_clips)
-from stdyn.stylize import STYLES
+from stdyn.core.fidelity import (
+    KEPT,
+    METRICS,
+    STATISTICS,
+    clip_fidelity,
+    correlations,
+    decorrelation,
+    fidelity,
+    flow_agreement,
+    least_margin,
+    local_contrast,
+    max_abs_r,
+    shortfalls,
+    style_statistics,
+    summarise,
+    visibility,
+    world_clips,
+)
+from stdyn.core.stylize import STYLES
 
 torch.set_num_threads(1)
 

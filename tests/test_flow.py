@@ -8,8 +8,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stdyn.flow import (HUE_SHIFT_BOUND, SATURATION_SPREAD, farneback, flow_to_image, hsv_to_rgb,
-                        image_to_flow, jitter_flow_image, rgb_to_hsv)
+from stdyn.data.flow import (
+    HUE_SHIFT_BOUND,
+    SATURATION_SPREAD,
+    farneback,
+    flow_to_image,
+    hsv_to_rgb,
+    image_to_flow,
+    jitter_flow_image,
+    rgb_to_hsv,
+)
 
 torch.set_num_threads(1)
 

@@ -12,21 +12,21 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from stdyn import models
-from stdyn.estimator import UnitwiseResult, categorize, unitwise
+from stdyn.core.estimator import UnitwiseResult, categorize, unitwise
+from stdyn.core.pairs import shuffle_batch_frames
+from stdyn.core.probe import check_layers
 from stdyn.interventions import (
     StaticDropout,
     StaticDropoutCallback,
-    rank_units,
     random_units,
+    rank_units,
     refresh_static_scores,
-    remove_units,
     removal_correct,
     removal_curve,
+    remove_units,
 )
 from stdyn.models import ClassifierHead
-from stdyn.pairs import shuffle_batch_frames
-from stdyn.probe import check_layers
-from stdyn.train import Callback, TrainConfig, evaluate, fit, saved_epochs
+from stdyn.training import Callback, TrainConfig, evaluate, fit, saved_epochs
 
 torch.set_num_threads(1)
 
@@ -488,7 +488,7 @@ def test_callback_installs_refreshes_every_n_steps_and_leaves_for_fine_tuning(da
     assert changed == [3, 6]
     assert isinstance(model.head.dropout, nn.Identity)
     assert callback.describe() == {
-        "type": "stdyn.interventions.StaticDropoutCallback", "p": 0.25, "every": 3, "temperature": 1.0,
+        "type": "stdyn.interventions.static_dropout.StaticDropoutCallback", "p": 0.25, "every": 3, "temperature": 1.0,
         "path": "head.dropout", "seed": 1,
     }
     assert StaticDropoutCallback(0.3).describe() != StaticDropoutCallback(0.25).describe()

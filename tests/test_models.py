@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from stdyn.models import ACTION_MODELS, Stage, available, create, describe, prepare_input
-from stdyn.models.common import DepthwiseConv3d
-from stdyn.models.slowfast import SlowFast
+from stdyn.models.action.slowfast import SlowFast
+from stdyn.models.layers import DepthwiseConv3d
 
 torch.set_num_threads(1)
 

@@ -10,10 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from stdyn.flow import flow_to_image, rgb_to_hsv
-from stdyn.pairs import (FACTORS, FramePairs, StylizedFolder, TwoStreamPairs, shuffle_batch_frames,
-                         shuffle_frames)
-from stdyn.stylize import STYLES, stylize
+from stdyn.core.pairs import FACTORS, FramePairs, StylizedFolder, TwoStreamPairs, shuffle_batch_frames, shuffle_frames
+from stdyn.core.stylize import STYLES, stylize
+from stdyn.data.flow import flow_to_image, rgb_to_hsv
 
 torch.set_num_threads(1)
 

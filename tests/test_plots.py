@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from stdyn import measure, plots
-from stdyn.planted import PlantedNet, moving_object_clips
+from stdyn.core.planted import PlantedNet, moving_object_clips
 
 torch.set_num_threads(1)
 
@@ -42,8 +42,8 @@ def test_explore_draws_a_figure_and_widgets_only_outside_batch_runs(measurement,
 def test_style_gallery_fidelity_and_decorrelation_figures():
     import pandas as pd
 
-    from stdyn.fidelity import decorrelation, fidelity, world_clips
-    from stdyn.stylize import STYLES
+    from stdyn.core.fidelity import decorrelation, fidelity, world_clips
+    from stdyn.core.stylize import STYLES
 
     clips, masks, flow = world_clips(4, frames=4, size=16, seed=0)
     fig = plots.style_gallery(clips[:2], frames=[0, 3], title="styles")

@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 import stdyn
-from stdyn.planted import PlantedNet, moving_object_clips
-from stdyn.probe import Measurement, Probe, check_layers, pool
+from stdyn.core.planted import PlantedNet, moving_object_clips
+from stdyn.core.probe import Measurement, Probe, check_layers, pool
 
 
 class TinyVideoNet(nn.Module):
@@ -159,7 +159,7 @@ def test_planted_network_channels_are_recovered():
 
 
 def test_planted_recovery_has_a_replicate_per_bootstrap_replicate():
-    from stdyn.planted import recovery
+    from stdyn.core.planted import recovery
 
     model = PlantedNet()
     result = stdyn.measure(model, moving_object_clips(64, frames=8, size=32, seed=1), batch_size=32,
@@ -178,7 +178,7 @@ WORKER = textwrap.dedent(
     """
     import numpy as np, torch, torch.distributed as dist
     import stdyn
-    from stdyn.planted import PlantedNet, moving_object_clips
+    from stdyn.core.planted import PlantedNet, moving_object_clips
     dist.init_process_group("gloo")
     torch.set_num_threads(1)
     data = moving_object_clips(24, frames=8, size=16, seed=2)

@@ -1,4 +1,4 @@
-"""stdyn.segmentation: IoU, success rates, flip TTA, the MoCA box protocol and the baselines, by hand."""
+"""stdyn.tasks.segmentation: IoU, success rates, flip TTA, the MoCA box protocol and the baselines, by hand."""
 from __future__ import annotations
 
 import math
@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from stdyn.flow import flow_to_image, image_to_flow, rgb_to_hsv
-from stdyn.segmentation import (
+from stdyn.data.flow import flow_to_image, image_to_flow, rgb_to_hsv
+from stdyn.tasks.segmentation import (
     box_iou,
     centre_prior_baseline,
     constant_baseline,

@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stdyn.fidelity import DECORRELATED, MAX_ABS_R, decorrelation, visibility, world_clips
-from stdyn.stylize import STYLES, detail_share, equalise_luminance, luma, stylize
+from stdyn.core.fidelity import DECORRELATED, MAX_ABS_R, decorrelation, visibility, world_clips
+from stdyn.core.stylize import STYLES, detail_share, equalise_luminance, luma, stylize
 
 torch.set_num_threads(1)
 

@@ -6,7 +6,9 @@ import pandas as pd
 import pytest
 import torch
 
-from stdyn import profiles, stylize, testbed
+from stdyn.core import stylize
+from stdyn.experiments import testbed
+from stdyn.training import profiles
 
 torch.set_num_threads(1)
 

@@ -1,4 +1,4 @@
-"""Tests of stdyn.train with tiny stand-in models and datasets (no registry models needed)."""
+"""Tests of stdyn.training with tiny stand-in models and datasets (no registry models needed)."""
 from __future__ import annotations
 
 import math
@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from stdyn import cache
-from stdyn.train import (
+from stdyn.data import cache
+from stdyn.training import (
     Callback,
     TrainConfig,
     checkpoint_path,
@@ -296,7 +296,7 @@ def test_bad_input_is_refused_with_a_way_out(data):
 
 def test_from_profile_takes_the_profile_settings():
     config = TrainConfig.from_profile("smoke", seed=3)
-    from stdyn import profiles
+    from stdyn.training import profiles
 
     smoke = profiles.get("smoke")
     assert (config.epochs, config.batch_size, config.lr, config.seed) == (smoke.epochs, smoke.batch_size, smoke.lr, 3)

@@ -8,9 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-import stdyn.videos as videos
-from stdyn.videos import (VIDEO_EXTENSIONS, VideoFolder, VideoReadError, clip_starts, read_video,
-                          sample_clips, sample_videos)
+import stdyn.data.videos as videos
+from stdyn.data.videos import (
+    VIDEO_EXTENSIONS,
+    VideoFolder,
+    VideoReadError,
+    clip_starts,
+    read_video,
+    sample_clips,
+    sample_videos,
+)
 
 torch.set_num_threads(1)
 

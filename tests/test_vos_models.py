@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stdyn.core.probe import Probe
 from stdyn.models.fusion import ConcatFusion, ConvexGatedFusion, GatedFusion, SumFusion, make_fusion
 from stdyn.models.vos import (
     VOS_MODELS,
@@ -22,7 +23,6 @@ from stdyn.models.vos import (
     stage_channels,
     vos_loss,
 )
-from stdyn.probe import Probe
 
 torch.set_num_threads(1)
 

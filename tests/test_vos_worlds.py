@@ -1,4 +1,4 @@
-"""Tests of the synthetic video object segmentation worlds (stdyn.worlds.vos)."""
+"""Tests of the synthetic video object segmentation worlds (stdyn.data.worlds.vos)."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from stdyn import flow as stflow
-from stdyn.worlds import base, vos
+from stdyn.data import flow as stflow
+from stdyn.data.worlds import base, vos
 
 torch.set_num_threads(1)
 
@@ -50,12 +50,12 @@ def warp_iou(masks: torch.Tensor, flow: torch.Tensor) -> float:
 
 @pytest.fixture(scope="module")
 def davis() -> vos.VosWorld:
-    return vos.make("davis", "val", n=32, **SMALL)
+    return vos.make("davis", "val", n=32, flow="exact", **SMALL)
 
 
 @pytest.fixture(scope="module")
 def moca() -> vos.VosWorld:
-    return vos.make("moca", "val", n=32, **SMALL)
+    return vos.make("moca", "val", n=32, flow="exact", **SMALL)
 
 
 @pytest.mark.parametrize(
@@ -67,7 +67,7 @@ def moca() -> vos.VosWorld:
         (dict(name="davis", split="train", n=4, frames=1), r"frames must be an integer in \[2, 64\]"),
         (dict(name="davis", split="train", n=4, size=8), r"size must be an integer in \[16, 256\]"),
         (dict(name="davis", split="train", n=2.5), "n must be an integer"),
-        (dict(name="davis", split="train", n=4, flow="raft"), "flows: exact, farneback"),
+        (dict(name="davis", split="train", n=4, flow="raft"), "flows: exact, estimated, farneback"),
     ],
 )
 def test_bad_input_names_the_problem_and_the_valid_choices(kwargs, message):
@@ -130,7 +130,7 @@ def test_masks_follow_the_exact_flow_and_the_latent_path(davis):
 
 
 def test_exact_flow_is_the_camera_off_the_moving_things():
-    world = vos.make("tao", "train", n=16, **SMALL)
+    world = vos.make("tao", "train", n=16, flow="exact", **SMALL)
     meta = world.meta
     assert meta["camera_moves"].sum() >= 8 and meta["statics"].sum() >= 4
     velocity = torch.tensor(np.stack([meta["camera_dx"], meta["camera_dy"]], 1) / 7, dtype=torch.float32)
@@ -290,3 +290,57 @@ def test_cache_round_trip(tmp_path, monkeypatch):
     first.cache_path.write_bytes(b"corrupt")
     third = vos.make("davis", "train", n=4, frames=4, size=16)
     assert not third.from_cache and torch.equal(third.data, first.data)
+
+
+def boundary_sharpness(flow: torch.Tensor, masks: torch.Tensor) -> float:
+    """Mean flow gradient magnitude over mask-edge pixels, for flow (N, 2, T-1, S, S) and masks (N, T, S, S)."""
+    f = flow.float()
+    gx = (f[..., :, 1:] - f[..., :, :-1]).norm(dim=1)[..., :-1, :]
+    gy = (f[..., 1:, :] - f[..., :-1, :]).norm(dim=1)[..., :, :-1]
+    m = masks[:, :-1].bool()
+    edge = ((m[..., :, 1:] != m[..., :, :-1])[..., :-1, :] | (m[..., 1:, :] != m[..., :-1, :])[..., :, :-1])
+    return float((gx + gy)[edge].mean())
+
+
+def test_estimated_flow_is_a_deterministic_blurred_noisy_copy_of_the_exact_flow(davis):
+    estimated = vos.make("davis", "val", n=32, flow="estimated", **SMALL)
+    again = vos.make("davis", "val", n=32, flow="estimated", **SMALL)
+    assert torch.equal(estimated.flow, again.flow)
+    assert torch.equal(estimated.data, davis.data) and torch.equal(estimated.masks, davis.masks)
+    assert not torch.equal(estimated.flow, davis.flow)
+    other_seed = vos.make("davis", "val", n=32, flow="estimated", seed=1, **SMALL)
+    assert not torch.equal(other_seed.flow, estimated.flow)
+    # close: on the foreground it points the way the exact flow does
+    on = davis.exact_masks[:, :-1].bool()
+    exact, noisy = davis.flow.float().movedim(1, -1)[on], estimated.flow.float().movedim(1, -1)[on]
+    moving = exact.norm(dim=-1) > 0.5
+    assert float(F.cosine_similarity(exact[moving], noisy[moving], dim=-1).mean()) > 0.7
+    error = (estimated.flow.float() - davis.flow.float()).norm(dim=1).mean()
+    assert 0.05 < float(error) < float(davis.flow.float().norm(dim=1)[on].mean())
+    # but blurred: motion boundaries are much softer
+    assert boundary_sharpness(estimated.flow, davis.exact_masks) < 0.6 * boundary_sharpness(davis.flow, davis.exact_masks)
+
+
+def test_degrade_flow_blurs_a_motion_edge_and_keeps_the_direction():
+    flow = torch.zeros(2, 3, 32, 32)
+    flow[0, :, :, 16:] = 2.0  # the right half moves right
+    quiet = vos.FlowErrors(noise=(0.0, 0.0), gain_spread=0.0, frame_gain_spread=0.0, fail_rate=0.0)
+    smooth = vos.degrade_flow(flow, seed=3, errors=quiet)
+    assert torch.allclose(smooth[:, :, :, :8], torch.zeros(()), atol=1e-4)  # far from the edge: unchanged
+    assert torch.allclose(smooth[0, :, :, 26:], torch.tensor(2.0), atol=1e-4)
+    assert 0.1 < float(smooth[0, 0, 10, 15]) < 1.0 and 1.0 < float(smooth[0, 0, 10, 16]) < 1.9  # the edge is soft
+    noisy = vos.degrade_flow(flow, seed=3)
+    assert torch.equal(noisy, vos.degrade_flow(flow, seed=3)) and not torch.equal(noisy, vos.degrade_flow(flow, seed=4))
+    assert float(noisy[0, :, :, 24:].mean()) > 1.0 and float(noisy[1].abs().mean()) > 0.0
+    failing = vos.FlowErrors(noise=(0.0, 0.0), gain_spread=0.0, frame_gain_spread=0.0, fail_rate=1.0,
+                             fail_gain=(0.0, 0.1))
+    assert float(vos.degrade_flow(flow, seed=3, errors=failing)[0, :, :, 24:].max()) <= 0.2 + 1e-5
+
+
+def test_gaussian_blur_keeps_constants_and_mass():
+    x = torch.full((2, 5, 16, 16), 0.7)
+    assert torch.allclose(vos.gaussian_blur(x, 1.5), x, atol=1e-6)
+    spike = torch.zeros(16, 16)
+    spike[8, 8] = 1.0
+    blurred = vos.gaussian_blur(spike, 1.0)
+    assert abs(float(blurred.sum()) - 1.0) < 1e-5 and float(blurred.max()) < 0.2 and blurred.shape == (16, 16)

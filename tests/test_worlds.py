@@ -1,4 +1,4 @@
-"""Tests of the synthetic action worlds (stdyn.worlds) and the data_prep command line."""
+"""Tests of the synthetic action worlds (stdyn.data.worlds) and the data_prep command line."""
 from __future__ import annotations
 
 import json
@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from stdyn import cache, worlds
-from stdyn.worlds import appearance, base, diving, motion, render
+from stdyn.data import cache, worlds
+from stdyn.data.worlds import appearance, base, diving, motion, render
 
 torch.set_num_threads(1)
 
@@ -333,7 +333,7 @@ def test_masks_and_exact_flow_carry_each_object_pixel_to_the_next_frame():
 
 
 def test_cache_keys_hash_every_module_that_draws_a_clip(monkeypatch):
-    from stdyn import zoo
+    from stdyn.training import zoo
 
     hashed = []
     monkeypatch.setattr(cache, "config_key", lambda config, *code: hashed.append(code) or "key")

@@ -1,4 +1,4 @@
-"""Tests of the trained-model cache (stdyn.zoo), with stand-in models and worlds."""
+"""Tests of the trained-model cache (stdyn.training.zoo), with stand-in models and worlds."""
 from __future__ import annotations
 
 import importlib
@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from stdyn import profiles, train, zoo
+from stdyn import cli, tasks, training
+from stdyn.training import profiles, zoo
 
 torch.set_num_threads(1)
 
@@ -63,7 +64,7 @@ def stand_ins(monkeypatch, tmp_path):
         counts["world"] += 1
         return RampWorld(split, **kwargs)
 
-    real_fit = train.fit
+    real_fit = training.fit
 
     def counting_fit(*args, **kwargs):
         counts["fit"] += 1
@@ -71,8 +72,9 @@ def stand_ins(monkeypatch, tmp_path):
 
     monkeypatch.setattr(zoo, "_new_model", new_model)
     monkeypatch.setattr(zoo, "_make_dataset", make_dataset)
+    monkeypatch.setattr(tasks.ACTION, "owns_world", lambda world: world == "ramp")  # an action world
     monkeypatch.setattr(zoo, "_code_fingerprint", lambda model, world, callbacks: "code-v1")
-    monkeypatch.setattr(train, "fit", counting_fit)
+    monkeypatch.setattr(training, "fit", counting_fit)
     zoo._RECENT_SPLITS.clear()
     yield counts
     zoo._RECENT_SPLITS.clear()
@@ -110,7 +112,7 @@ def test_first_call_trains_and_the_second_only_loads(stand_ins):
     assert len(listed) == 1
     row = listed.iloc[0]
     assert (row["key"], row["model"], row["world"], row["profile"], row["epochs"]) == (first.key, "tiny", "ramp", "tiny", 2)
-    assert row["val_accuracy"] == pytest.approx(first.val_accuracy)
+    assert row["val_score"] == pytest.approx(first.val_accuracy) and row["task"] == "action"
 
 
 def test_checkpoints_of_every_epoch_load_as_models(stand_ins):
@@ -133,7 +135,7 @@ def test_checkpoints_of_every_epoch_load_as_models(stand_ins):
     {"world_kwargs": {"noise": 0.1}},
     {"data_seed": 1},
     {"profile": TINY.replace(n_train=48)},
-    {"callbacks": [train.Callback()]},
+    {"callbacks": [training.Callback()]},
 ])
 def test_every_part_of_the_configuration_enters_the_key(stand_ins, change):
     base = get()
@@ -159,7 +161,7 @@ def test_a_code_change_retrains(stand_ins, monkeypatch):
 
 def test_a_corrupt_or_partial_entry_is_retrained_never_read(stand_ins):
     reference = get()
-    final = train.checkpoint_path(reference.run_dir, 2)
+    final = training.checkpoint_path(reference.run_dir, 2)
     final.write_bytes(final.read_bytes()[:-50])  # truncated weights: the checksum fails
     again = get()
     assert stand_ins["fit"] == 2
@@ -184,7 +186,7 @@ class Scale(nn.Module):
         return x * self.factor
 
 
-class InsertScale(train.Callback):
+class InsertScale(training.Callback):
     """Puts a layer with a buffer into the model; fine-tuning takes it out again."""
 
     def __init__(self) -> None:
@@ -230,7 +232,7 @@ def test_datasets_are_the_ones_the_models_train_on(stand_ins):
 def test_a_finished_run_gives_the_accuracy_that_evaluate_measures(stand_ins):
     entry = get(train_overrides={"epochs": 8, "lr": 3e-2})
     _, val_set = zoo.datasets("ramp", TINY)
-    assert train.evaluate(entry.model, val_set) == pytest.approx(entry.val_accuracy)
+    assert training.evaluate(entry.model, val_set) == pytest.approx(entry.val_accuracy)
     assert entry.val_accuracy > 0.8  # the stand-in world is learnable
 
 
@@ -264,13 +266,13 @@ def test_the_code_fingerprint_covers_every_submodule_of_a_package(tmp_path, monk
 def _registry_and_worlds_ready() -> bool:
     try:
         models = importlib.import_module("stdyn.models")
-        worlds = importlib.import_module("stdyn.worlds")
+        worlds = importlib.import_module("stdyn.data.worlds")
     except ImportError:
         return False
     return hasattr(models, "create") and hasattr(worlds, "make")
 
 
-@pytest.mark.skipif(not _registry_and_worlds_ready(), reason="stdyn.models / stdyn.worlds not available")
+@pytest.mark.skipif(not _registry_and_worlds_ready(), reason="stdyn.models / stdyn.data.worlds not available")
 def test_a_registry_model_on_a_real_world_at_smoke_scale(monkeypatch, tmp_path):
     monkeypatch.setenv("STDYN_CACHE", str(tmp_path))
     zoo._RECENT_SPLITS.clear()
@@ -284,20 +286,20 @@ def test_a_registry_model_on_a_real_world_at_smoke_scale(monkeypatch, tmp_path):
     zoo._RECENT_SPLITS.clear()
 
 
-@pytest.mark.skipif(not _registry_and_worlds_ready(), reason="stdyn.models / stdyn.worlds not available")
+@pytest.mark.skipif(not _registry_and_worlds_ready(), reason="stdyn.models / stdyn.data.worlds not available")
 def test_the_code_fingerprint_follows_the_world_generator():
     ssv2 = zoo._code_fingerprint("i3d", "ssv2", [])
     assert zoo._code_fingerprint("c2d", "ssv2", []) == ssv2  # one fingerprint for the model package
     assert zoo._code_fingerprint("i3d", "kinetics", []) == ssv2  # same generator module
     assert zoo._code_fingerprint("i3d", "diving48", []) != ssv2  # another generator
-    assert zoo._code_fingerprint("i3d", "ssv2", [train.Callback()]) == ssv2  # train is hashed already
+    assert zoo._code_fingerprint("i3d", "ssv2", [training.Callback()]) == ssv2  # train is hashed already
 
 
-@pytest.mark.skipif(not _registry_and_worlds_ready(), reason="stdyn.models / stdyn.worlds not available")
+@pytest.mark.skipif(not _registry_and_worlds_ready(), reason="stdyn.models / stdyn.data.worlds not available")
 def test_the_command_line_prints_accuracy_and_chance_per_model_and_world(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("STDYN_CACHE", str(tmp_path))
     zoo._RECENT_SPLITS.clear()
-    assert zoo.main(["--models", "c2d", "--worlds", "ssv2", "--profile", "smoke"]) == 0
+    assert cli.zoo(["--models", "c2d", "--worlds", "ssv2", "--profile", "smoke"]) == 0
     out = capsys.readouterr().out
     lines = out[out.index("model "):].splitlines()  # after the "training ..." line
     assert lines[0].split() == ["model", "world", "val_acc", "chance", "train_seconds", "styled_acc"]
@@ -306,7 +308,7 @@ def test_the_command_line_prints_accuracy_and_chance_per_model_and_world(monkeyp
     assert (model, world, float(chance)) == ("c2d", "ssv2", 0.1)
     assert float(val_acc) == pytest.approx(entry.val_accuracy, abs=1e-3)
     with pytest.raises(ValueError, match="ssv2"):
-        zoo.main(["--worlds", "ssv3", "--profile", "smoke"])
+        cli.zoo(["--worlds", "ssv3", "--profile", "smoke"])
     zoo._RECENT_SPLITS.clear()
 
 
@@ -351,7 +353,7 @@ def test_get_many_runs_from_a_plain_script_and_names_a_failing_worker(tmp_path):
 
     script = tmp_path / "script.py"
     script.write_text(
-        "from stdyn import profiles, zoo\n"
+        "from stdyn.training import profiles, zoo\n"
         "small = profiles.get('smoke').replace(n_train=32, n_val=16, n_measure=16, epochs=1)\n"
         "entries = zoo.get_many([dict(model='c2d', world='ssv2', profile=small, seed=s) for s in (0, 1)], jobs=2,"
         " progress=False)\n"

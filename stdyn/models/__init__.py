@@ -10,7 +10,9 @@ Names: the small CPU-trainable versions of the architectures the paper studies (
 ``x3d``, ``slowonly``, ``fastonly``, ``slowfast``, ``timesformer``, ``mvit``; keyword arguments such
 as ``width``, ``depth``, ``dim``, ``frames`` scale them up), torchvision's video models with random
 weights (``r3d_18``, ``mc3_18``, ``r2plus1d_18``, ``s3d``, ``mvit_v1_b``, ``mvit_v2_s``,
-``swin3d_t``), or ``"package.module:factory"`` for a model of your own.
+``swin3d_t``), or ``"package.module:factory"`` for a model of your own. The two-stream video
+object segmentation models (:mod:`stdyn.models.vos`: ``fusionseg``, ``matnet``, ``rtnet``, ...)
+are here too: ``create("matnet", 1)`` has one mask output and is called ``model(rgb, flow_image)``.
 
 SlowOnly comes at any ResNet depth: ``create("slowonly", n, depth=18)`` (basic blocks) and
 ``create("slowonly", n, depth=50)`` (bottlenecks) are the two depths of the StaticDropout study;
@@ -35,11 +37,13 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from stdyn.models import cnn3d, slowfast, torchvision_models, transformers, x3d
-from stdyn.models.common import ClassifierHead, GlobalAvgPool, Normalize, Stage, check_clips, output_channels
+from stdyn.models import vos
+from stdyn.models.action import cnn3d, slowfast, torchvision_models, transformers, x3d
+from stdyn.models.layers import ClassifierHead, GlobalAvgPool, Normalize, Stage, check_clips, output_channels
 
 __all__ = [
     "ACTION_MODELS",
+    "SEGMENTATION_MODELS",
     "ClassifierHead",
     "GlobalAvgPool",
     "Normalize",
@@ -63,11 +67,24 @@ _BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "mvit": transformers.mvit,
 }
 ACTION_MODELS: tuple[str, ...] = tuple(_BUILDERS)
+
+
+def _segmentation_builder(name: str) -> Callable[..., nn.Module]:
+    def build(num_classes: int = 1, **kwargs: Any) -> nn.Module:
+        return vos.VOS_MODELS[name](num_outputs=num_classes, **kwargs)
+
+    build.__doc__ = f"The two-stream AVOS model {name!r} (stdyn.models.vos); num_classes is its mask count."
+    return build
+
+
+_BUILDERS.update({name: _segmentation_builder(name) for name in vos.VOS_MODELS})
+SEGMENTATION_MODELS: tuple[str, ...] = tuple(vos.VOS_MODELS)
 _BUILDERS.update({name: partial(torchvision_models.build, name) for name in torchvision_models.NAMES})
 
 
 def available() -> list[str]:
-    """Names that :func:`create` knows: the stdyn action models, then torchvision's."""
+    """Names that :func:`create` knows: the stdyn action models, the two-stream segmentation
+    models, then torchvision's."""
     return list(_BUILDERS)
 
 
@@ -84,7 +101,7 @@ def create(
     ``weights`` is a state dict on disk (also accepted: a checkpoint dict holding it under
     ``state_dict``, ``model`` or ``model_state``); ``seed`` makes the random initialisation
     reproducible without touching the global random state. Other keyword arguments go to the
-    model (see ``help(stdyn.models.cnn3d.slowonly)`` etc.).
+    model (see ``help(stdyn.models.action.cnn3d.slowonly)`` etc.).
     """
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")

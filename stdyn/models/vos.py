@@ -10,7 +10,7 @@ The small, CPU-trainable stand-ins for the AVOS models of the paper's fusion and
 study (Sec. 5.3): frame-level 2D networks with
 
 - an *appearance* encoder on the RGB frame and a *motion* encoder on the flow image (HSV-encoded
-  optical flow, :func:`stdyn.flow.flow_to_image`), five stages each: ``stage 1`` a stem at the
+  optical flow, :func:`stdyn.data.flow.flow_to_image`), five stages each: ``stage 1`` a stem at the
   input resolution (two 3x3 convolutions), stages 2-5 a residual block with stride 2; widths
   ``(w, w, 2w, 4w, 8w)``;
 - *cross connections* after every stage (``cross``): ``"none"``; ``"U"``, motion-to-appearance as
@@ -57,8 +57,8 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
-from stdyn.models.common import Normalize, Stage, init_weights
 from stdyn.models.fusion import FUSIONS, make_fusion
+from stdyn.models.layers import Normalize, Stage, init_weights
 
 __all__ = [
     "CROSS_CONNECTIONS",
@@ -296,10 +296,10 @@ class TwoStreamVOS(nn.Module):
                 self.add_module(f"cross{k}", CrossConnection(c, bidirectional=cross == "B"))
             for stream in streams:
                 self.add_module(f"{stream}{k}", StreamOutput())
-                self.stages.append(Stage(f"{stream}{k}", c, stream))
+                self.stages.append(Stage(f"{stream}{k}", c, stream, k))
             if two and k in fused:
                 self.add_module(f"fusion{k}", make_fusion(fusion, c, reduction, spatial_kernel))
-                self.stages.append(Stage(f"fusion{k}", c, "fusion"))
+                self.stages.append(Stage(f"fusion{k}", c, "fusion", k))
             in_channels = c
         self.decoder = Decoder({k: channels[k - 1] for k in fused}, num_outputs, boundary)
         self._transient = _Transient()

@@ -1,0 +1,3 @@
+from stdyn.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,3 @@
+from stdyn.book.runner import main
+
+raise SystemExit(main())
