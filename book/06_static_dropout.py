@@ -57,7 +57,7 @@ import pandas as pd
 
 from stdyn import experiments
 from stdyn.core import claims
-from stdyn.experiments import testbed
+from stdyn.experiments import static_dropout, testbed
 from stdyn.interventions import StaticDropoutCallback
 from stdyn.training import profiles, zoo
 
@@ -123,28 +123,10 @@ entries = dict(zip(trainings, zoo.get_many([
     for world, depth, variant, s in trainings])))
 
 # %%
-rows = []
-for (world, depth, variant, s), entry in entries.items():
-    val = zoo.datasets(world, P)[1]
-    units = experiments.measure_entry(entry, world, P, layers=["head.pool"], seed=seed).unitwise("head.pool", threshold)
-    ordered = experiments.correct_predictions(entry, val)
-    shuffled = experiments.correct_predictions(entry, val, shuffle_frames=True)
-    top1, top1_shuffled = (experiments.accuracy_estimate(c, seed=seed) for c in (ordered, shuffled))
-    per_class = {}
-    if world == compositional:
-        train_counts = zoo.datasets(world, P, world_kwargs=WORLD_KWARGS[world])[0].class_counts
-        per_class = experiments.accuracy_by_frequency(ordered, val.labels.numpy(), train_counts, top_k, seed=seed)
-    rows.append({"world": world, "depth": depth, "variant": variant, "rate": VARIANTS[variant][1], "seed": s,
-                 "entry": entry, "top1": top1, "relative": experiments.relative_drop(top1, top1_shuffled),
-                 "ratio": experiments.dynamic_ratio(units), "dynamic": units.percent("dynamic"),
-                 "by_class": per_class})
-runs = pd.DataFrame(rows)
-# One estimate per (world, depth, variant): the mean over seeds; its bootstrap resamples seeds, then
-# clips (with one seed, clips only). Every group draws the same seeds, so variants stay paired.
-study = runs.groupby(["world", "depth", "variant"], sort=False).agg(
-    rate=("rate", "first"), top1=("top1", claims.combine_seeds), relative=("relative", claims.combine_seeds),
-    ratio=("ratio", claims.combine_seeds), dynamic=("dynamic", claims.combine_seeds)).reset_index()
-study["rate"] = study["rate"].fillna(0.0)
+runs = static_dropout.variant_runs(entries, {name: rate for name, (_, rate) in VARIANTS.items()}, P,
+                                   compositional=compositional, world_kwargs=WORLD_KWARGS, top_k=top_k,
+                                   threshold=threshold, seed=seed)
+study = static_dropout.seed_means(runs)
 
 # %%
 table = study.assign(**{column: study[column].map(str) for column in ("top1", "relative", "ratio", "dynamic")})

@@ -270,3 +270,40 @@ def test_stage_numbers_count_all_of_a_models_stages_whichever_are_measured():
     i3d = create("i3d", 4)
     assert last_layers(i3d) == ["stage5"]
     assert stage_labels(i3d, ["stage5"])["stage"].tolist() == [5]
+
+
+# ----------------------------------------------------------------------------- the StaticDropout study
+
+
+def test_variant_runs_score_each_variant_and_seed_means_pair_them(monkeypatch):
+    from types import SimpleNamespace
+
+    import torch
+
+    from stdyn.experiments import static_dropout, surveys
+    from stdyn.training import zoo
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(40, 6))
+    units = unitwise({"static": (z, z + 0.1 * rng.normal(size=z.shape)),
+                      "dynamic": (z, rng.normal(size=z.shape))}, bootstrap=50)
+    val = SimpleNamespace(labels=torch.tensor([0, 0, 1, 1]))
+    train = SimpleNamespace(class_counts=np.array([30, 3]))
+    monkeypatch.setattr(zoo, "datasets", lambda world, profile, world_kwargs=None: (train, val))
+    monkeypatch.setattr(surveys, "measure_entry",
+                        lambda entry, world, profile, layers, seed: SimpleNamespace(unitwise=lambda layer, t: units))
+    correct = {False: np.array([1, 1, 1, 0]), True: np.array([1, 0, 0, 0])}
+    monkeypatch.setattr(surveys, "correct_predictions",
+                        lambda entry, dataset, shuffle_frames=False: correct[shuffle_frames])
+    entries = {(world, 10, variant, s): f"{variant}/{s}" for world in ("ssv2", "rare") for variant in ("none", "SD 0.3")
+               for s in (0, 1)}
+    runs = static_dropout.variant_runs(entries, {"none": None, "SD 0.3": 0.3}, "smoke", compositional="rare",
+                                       top_k=[1])
+    assert len(runs) == 8 and runs["entry"].tolist() == list(entries.values())
+    first = runs.iloc[0]
+    assert first.top1.value == pytest.approx(75.0) and first.relative.value == pytest.approx(100 * 50 / 75)
+    assert first.ratio.value == pytest.approx(100 * units.dynamic_ratio)
+    assert first.by_class == {} and runs.iloc[-1].by_class[("least", 1)].value == pytest.approx(50.0)
+    study = static_dropout.seed_means(runs)
+    assert len(study) == 4 and study["rate"].tolist() == [0.0, 0.3, 0.0, 0.3]
+    assert study.iloc[0].top1.value == pytest.approx(75.0)  # both seeds scored the same
