@@ -18,8 +18,6 @@ from stdyn.models.vos import (
     build,
     dice_loss,
     mask_loss,
-    poly_lr,
-    poly_scheduler,
     stage_channels,
     vos_loss,
 )
@@ -266,16 +264,3 @@ def test_mask_losses_by_hand():
     assert dice_loss(logits, masks).item() == pytest.approx(dice.item(), rel=1e-6)
     assert mask_loss(logits, masks, dice_weight=2).item() == pytest.approx((bce + 2 * dice).item(), rel=1e-6)
     assert vos_loss(logits, masks).item() == pytest.approx(bce.item())
-
-
-def test_poly_schedule():
-    assert poly_lr(0.1, 0, 100) == pytest.approx(0.1)
-    assert poly_lr(0.1, 50, 100) == pytest.approx(0.1 * 0.5**0.9)
-    assert poly_lr(0.1, 100, 100) == 0 and poly_lr(0.1, 150, 100) == 0
-    parameter = nn.Parameter(torch.zeros(1))
-    optimizer = torch.optim.SGD([parameter], lr=0.1, momentum=0.9)
-    scheduler = poly_scheduler(optimizer, total_steps=100)
-    for _ in range(50):
-        optimizer.step()
-        scheduler.step()
-    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * 0.5**0.9)

@@ -344,3 +344,13 @@ def test_gaussian_blur_keeps_constants_and_mass():
     spike[8, 8] = 1.0
     blurred = vos.gaussian_blur(spike, 1.0)
     assert abs(float(blurred.sum()) - 1.0) < 1e-5 and float(blurred.max()) < 0.2 and blurred.shape == (16, 16)
+
+
+def test_the_cache_key_of_estimated_flow_follows_its_errors(monkeypatch):
+    config = {"world": "davis", "split": "val", "n": 4, "frames": 4, "size": 16, "seed": 0, "flow": "estimated",
+              "format": vos.CACHE_FORMAT}
+    before = vos.cache_path(config)
+    monkeypatch.setattr(vos, "ESTIMATED_FLOW", vos.FlowErrors(fail_rate=0.5))
+    assert vos.cache_path(config) != before
+    exact = {**config, "flow": "exact"}
+    assert vos.cache_path(exact) == vos.cache_path(exact)

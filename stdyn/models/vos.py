@@ -54,8 +54,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.optim import Optimizer
-from torch.optim.lr_scheduler import LambdaLR
 
 from stdyn.models.fusion import FUSIONS, make_fusion
 from stdyn.models.layers import Normalize, Stage, init_weights
@@ -74,8 +72,6 @@ __all__ = [
     "dice_loss",
     "mask_loss",
     "parameter_count",
-    "poly_lr",
-    "poly_scheduler",
     "stage_channels",
     "vos_loss",
 ]
@@ -386,7 +382,7 @@ def build(name: str, seed: int | None = None, **kwargs: Any) -> TwoStreamVOS:
 
 
 # ---------------------------------------------------------------------------------------------
-# Losses and the learning-rate schedule
+# Losses
 
 
 def _as_mask_batch(masks: Tensor, like: Tensor) -> Tensor:
@@ -451,21 +447,6 @@ def vos_loss(logits: Tensor, masks: Tensor, boundary_logits: Tensor | None = Non
     if boundary_logits is not None and boundary_weight:
         loss = loss + boundary_weight * boundary_loss(boundary_logits, masks)
     return loss
-
-
-def poly_lr(base_lr: float, step: int, total_steps: int, power: float = 0.9) -> float:
-    """The poly schedule: ``base_lr * (1 - step / total_steps) ** power`` (0 from ``total_steps`` on)."""
-    if total_steps < 1:
-        raise ValueError(f"total_steps must be >= 1, got {total_steps}")
-    return base_lr * max(0.0, 1.0 - min(step, total_steps) / total_steps) ** power
-
-
-def poly_scheduler(optimizer: Optimizer, total_steps: int, power: float = 0.9) -> LambdaLR:
-    """A ``LambdaLR`` that applies :func:`poly_lr` to each parameter group's initial learning rate
-    (call ``scheduler.step()`` after every optimiser step)."""
-    if total_steps < 1:
-        raise ValueError(f"total_steps must be >= 1, got {total_steps}")
-    return LambdaLR(optimizer, lambda step: poly_lr(1.0, step, total_steps, power))
 
 
 def parameter_count(model: nn.Module) -> int:

@@ -28,6 +28,11 @@ if TYPE_CHECKING:
     from stdyn.training.profiles import Profile
 
 
+# The mask loss adds a Dice term to the per-pixel BCE: with BCE alone, small foregrounds let some
+# seeds settle on predicting no foreground at all.
+DICE_WEIGHT = 1.0
+
+
 def flow_scale(size: int) -> float:
     """The flow magnitude (pixels per frame) that saturates flow images at ``size``: shared by all worlds."""
     from stdyn.data.worlds import vos as vos_worlds
@@ -205,7 +210,7 @@ class VideoObjectSegmentation(Task):
         from stdyn.models.vos import vos_loss
 
         boundary = getattr(_unwrap(model), "last_boundary_logits", None)
-        return vos_loss(outputs.float(), batch[2], boundary)
+        return vos_loss(outputs.float(), batch[2], boundary, dice_weight=DICE_WEIGHT)
 
     def scores(self, outputs: Tensor, batch: Batch) -> Tensor:
         return mask_ious(outputs[:, :1], batch[2])
