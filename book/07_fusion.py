@@ -67,9 +67,9 @@ pd.Series({"trained on": f"{fusion.TRAIN_WORLD}: {P.vos.n_train} clips each",
 # %% [markdown]
 # ## Training, measuring and scoring
 #
-# Every model trains on frames of the `davis` and `ytvos` clips (each with its flow image).
-# Half of the frames of every epoch are recoloured, as the action models are, so that the
-# appearance stream learns shapes rather than colours. Then each study model is measured on
+# Every model trains on frames of the `davis` and `ytvos` clips (each with its flow image), as
+# drawn by the worlds (which randomise every clip's look); the profile's segmentation scale sets
+# whether training recolours frames again (`P.vos.appearance`). Then each study model is measured on
 # held-out `davis` (static pairs: the same frame with jittered flow; dynamic pairs: the same
 # flow under two styles of the frame) and every model is scored on every frame of the held-out
 # clips, with and without flip.
@@ -184,8 +184,12 @@ board.exceeds("B+G beats B+CCG on moca (mIoU)", moca["B+G"], moca["B+CCG"], pape
               needs=["testbed", "B+G", "B+CCG"])
 board.exceeds("U+G beats U+CCG on moca (mIoU)", moca["U+G"], moca["U+CCG"], paper="67.3 (MATNet) vs MATNet*",
               needs=["testbed", "U+G", "U+CCG"])
+for label in ("U+G", "U+CCG"):
+    board.gate(f"{label} has dynamic units", dynamic[label].value > 0,
+               f"{label} has no dynamic units at {last[label]}, so its joint/dynamic ratio is undefined")
 board.exceeds("CCG lowers the ratio of joint to dynamic units (U, last fusion layer)", ratio["U+G"], ratio["U+CCG"],
-              paper="47.5 vs 25.3 (joint/dynamic, %)", needs=["testbed", "U+G", "U+CCG"])
+              paper="47.5 vs 25.3 (joint/dynamic, %)",
+              needs=["testbed", "U+G", "U+CCG", "U+G has dynamic units", "U+CCG has dynamic units"])
 board.exceeds(f"bidirectional connections cost dynamic units in the late fusion layers ({', '.join(late_layers)})",
               late["U+G"], late["B+G"], paper="G+U above G+B at fusion 4 and 5", needs=["testbed", "U+G", "B+G"])
 board.show()

@@ -303,3 +303,10 @@ def test_an_estimate_is_above_a_threshold_only_when_its_whole_interval_is():
     assert not Estimate(1.0, np.linspace(-0.2, 2.2, 401)).above(0.0)  # point above, interval not
     assert not Estimate(-1.0, np.linspace(-1.8, -0.2, 401)).above(0.0)
     assert Estimate(0.5, np.array([])).above(0.0) and not Estimate(-0.5, np.array([])).above(0.0)
+
+
+def test_an_undefined_estimate_prints_no_interval():
+    from stdyn.core.estimator import Estimate
+
+    assert str(Estimate(float("nan"), np.array([4.0, 4.0, np.nan]))) == "undefined"
+    assert str(Estimate(2.0, np.full(5, 2.0))) == "2.0 [2.0, 2.0]"

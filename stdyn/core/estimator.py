@@ -390,6 +390,8 @@ class Estimate:
             return Estimate(self.value + other.value, self.replicates + other.replicates)
 
     def __str__(self) -> str:
+        if np.isnan(self.value):  # e.g. a ratio over zero units: its replicates' interval would mislead
+            return "undefined"
         lo, hi = self.interval()
         return f"{self.value:.1f}" + ("" if np.isnan(lo) else f" [{lo:.1f}, {hi:.1f}]")
 

@@ -201,7 +201,7 @@ class VideoObjectSegmentation(Task):
         scale = profile.vos
         return {"epochs": scale.epochs, "batch_size": scale.batch_size, "optimizer": "sgd", "lr": scale.lr,
                 "weight_decay": scale.weight_decay, "momentum": 0.9, "warmup_epochs": 0.0, "schedule": "poly",
-                "appearance": profile.appearance, **profile.train_overrides_for(model)}
+                "appearance": scale.appearance, **profile.train_overrides_for(model)}
 
     def inputs(self, model: nn.Module, batch: Batch) -> tuple[Any, ...]:
         return batch[0], batch[1]
