@@ -34,23 +34,25 @@
 profile = "quick"  # smoke | quick | full
 seed = 0
 device = None  # None: the profile's device
-task = "action"  # the action-recognition part of Sec. 4.3
+task = "all"  # "action", "vos" (video object segmentation) or "all"
 models = ["i3d", "slowfast"]
 datasets = ["kinetics", "diving48", "ssv2"]
 tolerance = 1.0  # points: a curve has settled once it stays within its final interval widened to +-tolerance
+vos_layers = ["fusion2", "fusion5"]  # MATNet's fusion layers followed over training (AVOS part)
 
 # %%
 import matplotlib.pyplot as plt
 import pandas as pd
+from IPython.display import display
 from matplotlib.ticker import MaxNLocator
 
 from stdyn import experiments, plots
+from stdyn.book.parts import select_parts
 from stdyn.core import claims
-from stdyn.experiments import testbed
+from stdyn.experiments import fusion, testbed, vos
 from stdyn.training import profiles
 
-if task != "action":
-    raise ValueError(f"task {task!r} is not part of this chapter yet; use task='action'")
+parts = select_parts(task, ["action", "vos"])
 base = profiles.get(profile)
 # Every epoch of every model is measured: at `quick` on 150 held-out clips per checkpoint, and on
 # the worlds that other chapters train these models on already (diving48 only at `full`), so that
@@ -74,10 +76,12 @@ pd.Series({"clips": f"{P.n_train} train / {P.n_measure} measured per checkpoint,
 # dynamics read "not tested".
 
 # %%
+# part: action
 bed = testbed.validate(profile, seed=seed, device=device)
 bed.banner()
 
 # %%
+# part: action
 study = experiments.survey(models, datasets, P, seed=seed, device=device, measure_models=False)
 epochs = study.entries[models[0], datasets[0]].epochs
 # Every stage after the last epoch; before it, the last stage of each branch (what the curves show).
@@ -97,6 +101,7 @@ series_order = list(dict.fromkeys(last["series"]))
 # The models' held-out accuracy after each epoch (chance is one over the number of classes).
 
 # %%
+# part: action
 fig, axes = plt.subplots(1, len(models), figsize=(3.6 * len(models), 2.6), squeeze=False, sharey=True)
 for ax, model in zip(axes[0], models):
     for world in datasets:
@@ -119,45 +124,15 @@ plt.show()
 # within its final value's interval, widened to at least ±`tolerance` points.
 
 # %%
-settling = []
-for (series, world, factor), curve in last.groupby(["series", "world", "factor"], sort=False):
-    model = curve["model"].iloc[0]
-    result = final.layerwise(model, world, curve["layer"].iloc[0])
-    values = curve.set_index("epoch")["percent"].sort_index()
-    settling.append({"series": series, "world": world, "factor": factor, "layer": curve["layer"].iloc[0],
-                     "settled at epoch": experiments.settling_epoch(values, result.percent(factor),
-                                                                    tolerance=tolerance),
-                     "final (%)": str(result.percent(factor)), "moved (points)": values.max() - values.min()})
-settling = pd.DataFrame(settling)
+# part: action
+settling = experiments.settling_table(last, final, ["series", "world", "factor"], tolerance=tolerance)
 
-fig, axes = plt.subplots(len(series_order), len(datasets), figsize=(3.1 * len(datasets), 2.2 * len(series_order)),
-                         squeeze=False, sharex=True, sharey=True)
-for row, series in enumerate(series_order):
-    for col, world in enumerate(datasets):
-        ax = axes[row, col]
-        for factor in ("dynamic", "static"):
-            curve = last[(last["series"] == series) & (last["world"] == world) & (last["factor"] == factor)]
-            ax.plot(curve["epoch"], curve["percent"], color=plots.COLORS[factor], marker="o", ms=3,
-                    label=factor.capitalize())
-            ax.fill_between(curve["epoch"], curve["percent_lo"], curve["percent_hi"], color=plots.COLORS[factor],
-                            alpha=0.2, lw=0)
-            settled = settling[(settling["series"] == series) & (settling["world"] == world)
-                               & (settling["factor"] == factor)]["settled at epoch"].iloc[0]
-            ax.axvline(settled, color=plots.COLORS[factor], ls=":", lw=1.2)
-        ax.spines[["top", "right"]].set_visible(False)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        if row == 0:
-            ax.set_title(world)
-        if col == 0:
-            ax.set_ylabel(f"{series}\nunits (%)")
-        if row == len(series_order) - 1:
-            ax.set_xlabel("epoch")
-axes[0, 0].legend(frameon=False, fontsize="small")
-fig.suptitle("Last-stage encoding over training (dotted: settled)")
-fig.tight_layout()
+plots.epoch_grid(last, row="series", col="world", settled=settling,
+                 title="Last-stage encoding over training (dotted: settled)")
 plt.show()
 
 # %%
+# part: action
 settling.pivot_table(index=["series", "factor"], columns="world", values="settled at epoch", aggfunc="first",
                      sort=False)[datasets]
 
@@ -172,6 +147,7 @@ settling.pivot_table(index=["series", "factor"], columns="world", values="settle
 # model learned about motion.
 
 # %%
+# part: action
 style_check = pd.DataFrame({
     f"{model} / {world}": experiments.entry_style_accuracy(study.entries[model, world], world, P)
     for model in models for world in datasets}).T
@@ -184,6 +160,7 @@ style_check.assign(chance=[100 / len(study.entries[m, w].classes) for m in model
 # percent (positive: dynamic-biased) after the last epoch.
 
 # %%
+# part: action
 end = layers[(layers["epoch"] == epochs[-1]) & layers["factor"].isin(["dynamic", "static"])]
 margin = end.pivot_table(index=["series", "stage"], columns=["world", "factor"], values="percent", sort=False)
 (margin.xs("dynamic", axis=1, level="factor") - margin.xs("static", axis=1, level="factor"))[datasets].round(1)
@@ -202,6 +179,7 @@ margin = end.pivot_table(index=["series", "stage"], columns=["world", "factor"],
 # pairs, and curves that hardly move settle trivially.
 
 # %%
+# part: action
 board = claims.Board(chapter="04", seeds=1)
 board.gate("dynamics", bed.dynamics_ok, "testbed: " + "; ".join(bed.failures()))
 for world in datasets:
@@ -235,3 +213,102 @@ if "slowfast" in models and "ssv2" in datasets:
                              for b in ("slow", "fast")}),
               paper="both branches dynamic > static, reached early", needs=["dynamics", "slowfast on ssv2"])
 board.show()
+
+# %% [markdown]
+# ## Video object segmentation: MATNet over training (paper Fig. 10, bottom)
+#
+# The paper trains MATNet on DAVIS16 alone and on DAVIS16 with YouTube-VOS, and follows fusion
+# layers 2 and 5 over training. With YouTube-VOS, fusion layer 2 learns more dynamics and
+# quickly becomes dynamic-biased; fusion layer 5 alternates and ends static-biased.
+#
+# Here MATNet trains on `davis` and on `davis+ytvos` (the models of chapter 02), and every epoch
+# checkpoint (epoch 0: the initial weights) is measured on the held-out `davis` frames of
+# chapter 02, with the AVOS testbed of chapter 07 read first.
+
+# %%
+# part: vos
+avos_bed = fusion.avos_testbed(P, seed=seed, device=device)
+avos_bed.banner()
+
+# %%
+# part: vos
+avos = vos.vos_study(vos.TRAINING_DYNAMICS, P, seed=seed, measure=[], score_worlds=(vos.HELD_OUT,),
+                     styled_worlds=(), device=device)
+avos_worlds = list(vos.TRAINING_DYNAMICS)
+avos_snapshots = vos.checkpoint_measurements(
+    {vos.TRAINING_DYNAMICS[w]: avos.entries[w] for w in avos_worlds}, vos_layers, P, seed=seed)
+avos_epochs = sorted(avos_snapshots)
+avos_final = avos_snapshots[avos_epochs[-1]]
+avos_curves = pd.concat([snapshot.layers().assign(epoch=epoch) for epoch, snapshot in avos_snapshots.items()],
+                        ignore_index=True)
+avos_curves = avos_curves[avos_curves["factor"].isin(["dynamic", "static"])]
+avos_settling = experiments.settling_table(avos_curves, avos_final, ["layer", "world", "factor"], tolerance=tolerance)
+floor = float(avos.baselines.query("world == @vos.HELD_OUT")["mIoU"].max())
+held_out = {w: avos.miou(w, vos.HELD_OUT) for w in avos_worlds}
+fig, ax = plt.subplots(figsize=(4.2, 2.6))
+for w in avos_worlds:
+    metrics = avos.entries[w].metrics
+    ax.plot(metrics["epoch"], metrics["val_miou"], marker="o", ms=3, label=f"trained on {w}")
+ax.axhline(floor, color="k", lw=0.6, ls=":", label="best input-free baseline")
+ax.set(xlabel="epoch", ylabel="held-out mIoU", ylim=(0, 1), title="MATNet")
+ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+ax.spines[["top", "right"]].set_visible(False)
+ax.legend(frameon=False, fontsize="small")
+plt.show()
+
+# %% [markdown]
+# Layer-wise percent of units encoding the dynamic (blue) and static (red) factor at fusion
+# layers 2 and 5 after each epoch, with 95% bootstrap bands over the measured clips; dotted lines
+# mark where each curve settles, as in the action part above.
+
+# %%
+# part: vos
+plots.epoch_grid(avos_curves, row="layer", col="world", settled=avos_settling,
+                 title="MATNet's fusion layers over training (dotted: settled)")
+plt.show()
+display(avos_settling.pivot_table(index=["layer", "factor"], columns="world", values="settled at epoch",
+                                  aggfunc="first", sort=False)[avos_worlds])
+
+# %% [markdown]
+# ### Claims (AVOS)
+#
+# As for the action models: averages over epochs 1 to the last carry the checkpoints' paired
+# replicates, and "settled" is the equivalence test above with a 5-point margin.
+
+# %%
+# part: vos
+avos_half = avos_epochs[-1] / 2
+trained_epochs = [e for e in avos_epochs if e > 0]
+
+
+def avos_percent(epoch, world, layer, factor):
+    return avos_snapshots[epoch].layerwise(*vos.TRAINING_DYNAMICS[world], layer).percent(factor)
+
+
+everyone = [f"MATNet on {w}" for w in avos_worlds]
+avos_board = claims.Board(chapter="04", seeds=1)
+avos_board.gate("AVOS testbed", avos_bed.ok, "AVOS testbed: " + "; ".join(avos_bed.failures()))
+avos_board.competence({f"MATNet on {w}": e.value for w, e in held_out.items()}, floor,
+                      metric="held-out davis mIoU", baseline="the best input-free baseline")
+mean_dynamic = {w: experiments.mean_estimate([avos_percent(e, w, "fusion2", "dynamic") for e in trained_epochs])
+                for w in avos_worlds}
+avos_board.exceeds("AVOS: with ytvos, fusion layer 2 learns more dynamics (layer-wise, mean over epochs)",
+                   mean_dynamic["davis+ytvos"], mean_dynamic["davis"], paper="DAVIS+YTB above DAVIS",
+                   needs=["AVOS testbed", *everyone])
+avos_board.add(f"AVOS: with ytvos, fusion layer 2 converges toward dynamics early: dynamic above static from "
+               f"epoch {avos_half:g} on", claims.all_of({
+                   f"epoch {e}": claims.exceeds(avos_percent(e, "davis+ytvos", "fusion2", "dynamic"),
+                                                avos_percent(e, "davis+ytvos", "fusion2", "static"))
+                   for e in avos_epochs if e >= avos_half}),
+               paper="quickly dynamic-biased", needs=["AVOS testbed", "MATNet on davis+ytvos"])
+avos_board.add("AVOS: fusion layer 5 ends static-biased (last epoch, both training sets)", claims.all_of({
+    w: claims.exceeds(avos_percent(avos_epochs[-1], w, "fusion5", "static"),
+                      avos_percent(avos_epochs[-1], w, "fusion5", "dynamic")) for w in avos_worlds}),
+    paper="static-biased at the end", needs=["AVOS testbed", *everyone])
+avos_board.add(f"AVOS: the biases settle in the first half of training: from epoch {avos_half:g} on, every curve "
+               "stays within 5 points of its final value", claims.all_of({
+                   f"{w} {layer} {factor}": claims.settled({e: avos_percent(e, w, layer, factor) for e in avos_epochs},
+                                                           by=avos_half, margin=5.0)
+                   for w in avos_worlds for layer in vos_layers for factor in ("dynamic", "static")}),
+               paper="settled within the first half", needs=["AVOS testbed", *everyone])
+avos_board.show()

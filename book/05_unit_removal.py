@@ -35,12 +35,14 @@
 profile = "quick"  # smoke | quick | full
 seed = 0
 device = None  # None: the profile's device
-task = "action"
+task = "all"  # "action", "vos" (video object segmentation) or "all"
 model = "slowfast"
 world = "ssv2"
 layer = "head.pool"
 rank_by = "score"  # "score": by s_F alone (the paper); "margin": by s_F minus the other factor's score
 removed_fractions = [0.0, 0.1, 0.25, 0.5, 0.75, 0.9]  # k as a fraction of the layer's channels
+vos_layers = ["fusion2", "fusion3", "fusion5"]  # MATNet's fusion layers whose units are removed (AVOS part)
+vos_fractions = [0.0, 0.1, 0.25, 0.5]  # AVOS: k as a fraction of each fusion layer's channels
 threshold = 0.5
 
 # %%
@@ -50,15 +52,16 @@ import pandas as pd
 from IPython.display import display
 
 from stdyn import experiments, interventions, plots
+from stdyn.book.parts import select_parts
 from stdyn.core import claims
 from stdyn.data import worlds
-from stdyn.experiments import testbed
+from stdyn.experiments import fusion, testbed, vos
 from stdyn.training import profiles, zoo
 
-if task != "action":
-    raise ValueError(f"task {task!r} is not part of this chapter yet; use task='action'")
+parts = select_parts(task, ["action", "vos"])
 P = profiles.get(profile)
 random_draws = {"smoke": 5, "quick": 10, "full": 20}.get(P.name, 10)  # random baseline: draws per k
+vos_draws = {"smoke": 2, "quick": 5, "full": 20}.get(P.name, 5)  # AVOS: each removal scores every moca frame
 pd.Series({"model / world": f"{model} on {world}: {worlds.describe(world).splitlines()[0]}",
            "clips": f"{P.n_train} train / {P.n_measure} measured / {P.n_val} evaluated, 3x{P.frames}x{P.size}x{P.size}",
            "training": f"{P.epochs} epochs, {P.optimizer}, lr {P.lr}, batch {P.batch_size}",
@@ -79,10 +82,12 @@ pd.Series({"model / world": f"{model} on {world}: {worlds.describe(world).splitl
 # dynamics read "not tested".
 
 # %%
+# part: action
 bed = testbed.validate(profile, seed=seed, device=device)
 bed.banner()
 
 # %%
+# part: action
 entry = zoo.get(model, world, profile=P, seed=seed, device=device)
 measurement = experiments.measure_entry(entry, world, P, layers=[layer], seed=seed)
 result = measurement.unitwise(layer, threshold)
@@ -96,6 +101,7 @@ pd.Series({"val top-1 (%)": round(100 * entry.val_accuracy, 1), "chance (%)": ro
            "channels in " + layer: n_channels, "k removed": ks}, name=model).to_frame()
 
 # %%
+# part: action
 scores = result.to_frame()
 if model == "slowfast":  # head.pool concatenates the slow branch's channels, then the fast branch's
     slow_channels = [s.channels for s in entry.model.stages if s.kind == "slow"][-1]
@@ -114,6 +120,7 @@ plt.show()
 # The band shows the range of the random draws, the line their mean.
 
 # %%
+# part: action
 rankings = {"static": interventions.rank_units(result, "static", by=rank_by),
             "dynamic": interventions.rank_units(result, "dynamic", by=rank_by),
             "random": interventions.random_units(n_channels, n_channels, draws=random_draws, seed=seed)}
@@ -145,6 +152,7 @@ summary.round(1)
 # to the fast branch (a random set takes its share of the channels).
 
 # %%
+# part: action
 if "branch" in scores:
     fast = scores["branch"].to_numpy() == "fast"
     shown_ks = [k for k in ks if k > 0]
@@ -170,6 +178,7 @@ if "branch" in scores:
 # clip belongs to.
 
 # %%
+# part: action
 area = experiments.removal_area(curve, [k for k in ks if k > 0], replicates=experiments.BOOTSTRAP[P.name], seed=seed)
 board = claims.Board(chapter="05", seeds=1)
 board.gate("dynamics", bed.dynamics_ok, "testbed: " + "; ".join(bed.failures()))
@@ -184,3 +193,64 @@ board.add("removing units ranked by the metric hurts more than removing random u
                          for kind in ("static", "dynamic")}),
           paper="both rankings below random", needs=["dynamics", model])
 board.show()
+
+# %% [markdown]
+# ## Video object segmentation: removing MATNet's fusion units (paper Fig. 11, bottom)
+#
+# The paper removes the top-*k* static and dynamic units of three fusion layers of MATNet
+# (trained on DAVIS16 and YouTube-VOS) and scores mIoU on MoCA, whose camouflaged animals only
+# motion reveals. At intermediate layers a random set of units can hit a few units the network
+# cannot do without, so its random baseline draws *x*% of a layer's units among the (*x* + 5)%
+# least biased toward the layer's dominant factor. In every fusion layer, the factor with the
+# largest impact is the one the layer is most biased toward.
+#
+# Here MATNet comes from chapter 02 (trained on `davis+ytvos`), its fusion units are ranked on
+# held-out `davis`, and each removal is scored by the mIoU over the held-out `moca` clips.
+
+# %%
+# part: vos
+avos_bed = fusion.avos_testbed(P, seed=seed, device=device)
+avos_bed.banner()
+
+# %%
+# part: vos
+avos = vos.vos_study({"MATNet": vos.ARCHITECTURES["MATNet"]}, P, seed=seed, score_worlds=(vos.HELD_OUT,),
+                     styled_worlds=(), device=device)
+matnet = avos.entries["MATNet"]
+camouflage = zoo.measure_set(vos.CAMOUFLAGE, P)
+runs, fusion_table = vos.removal_table(matnet, avos.measurements["MATNet"], vos_layers, camouflage,
+                                       fractions=vos_fractions, draws=vos_draws, seed=seed, threshold=threshold)
+floor = float(avos.baselines.query("world == @vos.HELD_OUT")["mIoU"].max())
+fusion_table.assign(**{"held-out davis mIoU": avos.miou("MATNet", vos.HELD_OUT).value,
+                       "moca mIoU": float(runs.query("k == 0")["mIoU"].iloc[0])}).round(3)
+
+# %%
+# part: vos
+plots.removal_grid(runs, score="mIoU", by="layer", x_label="units removed (k)", y_label="moca mIoU", ylim=(0, 1),
+                   title="MATNet: top-k unit removal from the fusion layers")
+plt.show()
+
+# %% [markdown]
+# ### Claims (AVOS)
+#
+# Each layer's dominant factor is the one with the larger layer-wise percent (the table above).
+# The areas are the mean mIoU over the removed *k* > 0, with 95% intervals from a bootstrap over
+# the `moca` clips (the random baseline also resamples its draws); a lower area is a larger impact.
+
+# %%
+# part: vos
+avos_board = claims.Board(chapter="05", seeds=1)
+avos_board.gate("AVOS testbed", avos_bed.ok, "AVOS testbed: " + "; ".join(avos_bed.failures()))
+avos_board.competence({"MATNet": avos.miou("MATNet", vos.HELD_OUT).value}, floor,
+                      metric="held-out davis mIoU", baseline="the best input-free baseline")
+impact = {}
+for row in fusion_table.itertuples():
+    layer_runs = runs[runs["layer"] == row.layer]
+    area = experiments.removal_area(layer_runs, sorted(k for k in layer_runs["k"].unique() if k > 0),
+                                    column="clip_miou", replicates=experiments.BOOTSTRAP[P.name], seed=seed)
+    other = "static" if row.dominant == "dynamic" else "dynamic"
+    impact[f"{row.layer} ({row.dominant}-biased)"] = claims.exceeds(area[other], area[row.dominant])
+avos_board.add("AVOS: in every fusion layer, removing units of the factor the layer is most biased toward hurts "
+               "moca mIoU most (mean mIoU over the removed k)", claims.all_of(impact),
+               paper="the dominant factor has the largest impact in every fusion layer", needs=["AVOS testbed", "MATNet"])
+avos_board.show()

@@ -222,6 +222,97 @@ def score_bars(table: pd.DataFrame, order: Sequence[str] | None = None, metric: 
         ax.set_title(title)
     return ax
 
+def centre_bias_maps(maps: dict[str, torch.Tensor], concentration: dict[str, float] | None = None,
+                     title: str | None = None) -> plt.Figure:
+    """Centre-bias maps (H, W) side by side (paper Fig. 8, right), each titled with its world and,
+    if given, the share of its mass in the central window."""
+    fig, axes = plt.subplots(1, len(maps), figsize=(2.3 * len(maps) + 0.8, 2.6), squeeze=False)
+    image = None
+    for ax, (world, bias) in zip(axes[0], maps.items()):
+        image = ax.imshow(bias.detach().float().cpu().numpy(), cmap="magma", vmin=0, vmax=1, interpolation="nearest")
+        label = world if concentration is None else f"{world}\ncentral share {concentration[world]:.2f}"
+        ax.set_title(label, fontsize="small")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if image is not None:
+        fig.colorbar(image, ax=list(axes[0]), fraction=0.025, pad=0.02, label="mask frequency (max = 1)")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def epoch_grid(curves: pd.DataFrame, row: str = "series", col: str = "world", settled: pd.DataFrame | None = None,
+               title: str | None = None) -> plt.Figure:
+    """Dynamic and static percent over epochs with interval bands, one panel per (``row``, ``col``)
+    value (paper Fig. 10). ``curves`` has columns ``row``, ``col``, epoch, factor, percent,
+    percent_lo, percent_hi; ``settled`` (``row``, ``col``, factor, "settled at epoch") adds a
+    dotted line at each curve's settling epoch."""
+    from matplotlib.ticker import MaxNLocator
+
+    rows, cols = list(dict.fromkeys(curves[row])), list(dict.fromkeys(curves[col]))
+    fig, axes = plt.subplots(len(rows), len(cols), figsize=(3.1 * len(cols), 2.2 * len(rows)), squeeze=False,
+                             sharex=True, sharey=True)
+    for i, row_value in enumerate(rows):
+        for j, col_value in enumerate(cols):
+            ax = axes[i, j]
+            for factor in ("dynamic", "static"):
+                curve = curves[(curves[row] == row_value) & (curves[col] == col_value) & (curves["factor"] == factor)]
+                curve = curve.sort_values("epoch")
+                ax.plot(curve["epoch"], curve["percent"], color=COLORS[factor], marker="o", ms=3,
+                        label=factor.capitalize())
+                ax.fill_between(curve["epoch"], curve["percent_lo"], curve["percent_hi"], color=COLORS[factor],
+                                alpha=0.2, lw=0)
+                if settled is not None:
+                    at = settled[(settled[row] == row_value) & (settled[col] == col_value)
+                                 & (settled["factor"] == factor)]["settled at epoch"]
+                    if len(at):
+                        ax.axvline(at.iloc[0], color=COLORS[factor], ls=":", lw=1.2)
+            sns.despine(ax=ax)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            if i == 0:
+                ax.set_title(str(col_value))
+            if j == 0:
+                ax.set_ylabel(f"{row_value}\nunits (%)")
+            if i == len(rows) - 1:
+                ax.set_xlabel("epoch")
+    axes[0, 0].legend(frameon=False, fontsize="small")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def removal_grid(runs: pd.DataFrame, score: str = "mIoU", by: str = "layer", x_label: str = "units removed (k)",
+                 y_label: str | None = None, ylim: tuple[float, float] | None = None,
+                 title: str | None = None) -> plt.Figure:
+    """Score against the number of removed units, one panel per ``by`` value (paper Fig. 11): the
+    top-k static and dynamic curves, and the random draws' mean with their range as a band.
+    ``runs`` has columns ``by``, kind, k, draw and ``score``."""
+    panels = list(dict.fromkeys(runs[by]))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels) + 0.4, 3.0), squeeze=False, sharey=True)
+    for ax, panel in zip(axes[0], panels):
+        part = runs[runs[by] == panel]
+        random = part[part["kind"] == "random"].groupby("k")[score]
+        if len(random):
+            summary = random.agg(["mean", "min", "max"])
+            ax.fill_between(summary.index, summary["min"], summary["max"], color="#888888", alpha=0.25, lw=0)
+            draws = part.loc[part["kind"] == "random", "draw"].nunique()
+            ax.plot(summary.index, summary["mean"], color="#555555", marker="o", ms=3, label=f"random ({draws} draws)")
+        for kind in ("dynamic", "static"):
+            curve = part[part["kind"] == kind].sort_values("k")
+            ax.plot(curve["k"], curve[score], color=COLORS[kind], marker="o", ms=4, label=f"top-k {kind}")
+        ax.set(title=str(panel), xlabel=x_label)
+        if ylim is not None:
+            ax.set_ylim(*ylim)
+        sns.despine(ax=ax)
+    axes[0, 0].set_ylabel(y_label or score)
+    axes[0, 0].legend(frameon=False, fontsize="small")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 def explore(measurement: Any, thresholds: Sequence[float] = (0.3, 0.4, 0.5, 0.6, 0.7)) -> None:
     """Unit scores and categories of a measured layer, at a threshold.
 

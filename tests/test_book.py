@@ -5,6 +5,8 @@ import csv
 import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -271,3 +273,38 @@ def test_scorecard_without_any_run_lists_every_chapter_as_missing(book_root: Pat
     assert rows.empty and set(status["status"]) == {"not run"}
     page = book.scorecard_page(rows, status)
     assert "| total | 0 |" in page and "06_claims`): not run" in page
+
+
+def test_select_parts_runs_the_chosen_part_and_skips_the_others_cells():
+    from stdyn.book.parts import part_of, select_parts, skip_unselected
+
+    assert select_parts("all", ["action", "vos"]) == ["action", "vos"]
+    assert select_parts("vos", ["action", "vos"]) == ["vos"]
+    with pytest.raises(ValueError, match="unknown task 'vis'.*action, vos, all"):
+        select_parts("vis", ["action", "vos"])
+    assert part_of(["\n", "# part: vos\n", "x = 1\n"]) == "vos"
+    assert part_of(["x = 1  # part: vos\n"]) is None and part_of([]) is None
+    transform = skip_unselected(["vos"], ["action", "vos"])
+    action_cell, vos_cell, shared_cell = ["# part: action\n", "1 / 0\n"], ["# part: vos\n", "y = 2\n"], ["z = 3\n"]
+    assert transform(action_cell) == ["pass\n"]
+    assert transform(vos_cell) == vos_cell and transform(shared_cell) == shared_cell
+    with pytest.raises(ValueError, match="'# part: vis'.*action, vos"):
+        transform(["# part: vis\n"])
+
+
+def test_an_ipython_shell_skips_the_cells_of_unselected_parts():
+    script = (
+        "from IPython.core.interactiveshell import InteractiveShell\n"
+        "shell = InteractiveShell.instance()\n"
+        "shell.run_cell('from stdyn.book.parts import select_parts; parts = select_parts(\"vos\", [\"action\", \"vos\"])')\n"
+        "shell.run_cell('# part: action\\nran = [\"action\"]')\n"
+        "shell.run_cell('# part: vos\\nran = ran + [\"vos\"] if \"ran\" in dir() else [\"vos\"]')\n"
+        "shell.run_cell('parts = select_parts(\"all\", [\"action\", \"vos\"])')\n"  # a rerun replaces the filter
+        "shell.run_cell('# part: action\\nran = ran + [\"action\"]')\n"
+        "print(shell.user_ns['ran'], len(shell.input_transformers_post))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    ran, transformers = done.stdout.strip().rsplit(" ", 1)
+    assert ran == "['vos', 'action']"
+    assert int(transformers) >= 1

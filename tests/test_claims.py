@@ -261,6 +261,9 @@ def test_competence_gates_accept_a_series_and_a_given_best():
     passed = board.competence(pd.Series({"i3d": 0.8, "c2d": 0.3}), chance=0.1)
     assert passed == {"i3d": True, "c2d": False}
     assert board.competence({"c2d": 0.3}, chance=0.1, best=0.4) == {"c2d": True}
+    board.competence({"tao": 0.4, "davis": 0.6}, 0.3, metric="mIoU", baseline="the centre prior")
+    assert board.gates["tao"][1] == ("tao not competent: mIoU 0.40 is below 0.45, halfway from the centre prior "
+                                     "(0.30) to the best model (0.60)")
 
 
 def test_show_carries_the_rows_for_the_scorecard():

@@ -14,6 +14,7 @@ from stdyn.experiments import (
     mean_estimate,
     removal_area,
     settling_epoch,
+    settling_table,
     style_accuracy,
 )
 
@@ -31,6 +32,31 @@ def test_a_curve_settles_after_its_last_excursion_outside_the_band():
     assert settling_epoch(curve, tolerance=1.0) == 5  # 25.0 at epoch 4 is the last value out of 20 +- 1
     assert settling_epoch(curve, tolerance=5.0) == 2  # 30.0 at epoch 1 is the last one out of 20 +- 5
     assert settling_epoch(curve, tolerance=20.0) == 0
+
+
+class _Final:
+    """A last-checkpoint survey whose every layer-wise percent is 20 with interval [18, 22]."""
+
+    def layerwise(self, model, world, layer):
+        return self
+
+    def percent(self, factor):
+        return _estimate(20.0, 18.0, 22.0)
+
+
+def test_settling_table_finds_each_curves_settling_epoch():
+    rows = []
+    for layer, values in (("fusion2", [5.0, 30.0, 21.0, 20.0]), ("fusion5", [20.5, 19.0, 20.0, 20.0])):
+        for epoch, value in enumerate(values):
+            rows.append({"model": "matnet", "world": "davis", "layer": layer, "factor": "dynamic", "epoch": epoch,
+                         "percent": value})
+    curves = pd.DataFrame(rows)
+    table = settling_table(curves, _Final(), ["layer", "world", "factor"], tolerance=1.0)
+    assert table["layer"].tolist() == ["fusion2", "fusion5"]
+    assert table["settled at epoch"].tolist() == [2, 0]
+    assert table["moved (points)"].tolist() == [25.0, 1.5]
+    with pytest.raises(ValueError, match="do not single out one curve"):
+        settling_table(curves, _Final(), ["world", "factor"])
 
 
 def test_the_band_is_the_final_interval_widened_to_the_tolerance():

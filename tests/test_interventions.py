@@ -18,12 +18,15 @@ from stdyn.core.probe import check_layers
 from stdyn.interventions import (
     StaticDropout,
     StaticDropoutCallback,
+    least_biased_units,
     random_units,
     rank_units,
     refresh_static_scores,
     removal_correct,
     removal_curve,
+    removal_runs,
     remove_units,
+    top_k_sets,
 )
 from stdyn.models import ClassifierHead
 from stdyn.training import Callback, TrainConfig, evaluate, fit, saved_epochs
@@ -202,6 +205,52 @@ def test_rank_units_puts_the_planted_static_channels_first():
     z2 = static_weight * content + np.sqrt(1 - static_weight**2) * noise()
     result = unitwise({"static": (z1, z2), "dynamic": (noise(), noise())})
     assert set(rank_units(result, "static")[:4].tolist()) == {0, 1, 2, 3}
+
+
+def test_least_biased_units_draw_x_percent_from_the_x_plus_5_percent_least_biased():
+    # 40 channels; static scores rise with the channel index, except the dead channel 0.
+    static = [np.nan] + [c / 40 for c in range(1, 40)]
+    result = fake_result(static=static, dynamic=[0.5] * 40)
+    sets = least_biased_units(result, "static", [0, 4, 10], draws=50, seed=7)
+    assert list(sets) == [0, 4, 10] and all(len(draws) == 50 for draws in sets.values())
+    assert all(len(d) == 0 for d in sets[0])
+    # k = 4 of 40 (10%): drawn among the 4 + 2 (5% of 40) least static live channels, 1 ... 6
+    for k, pool in ((4, set(range(1, 7))), (10, set(range(1, 13)))):
+        seen = set()
+        for draw in sets[k]:
+            assert len(set(draw.tolist())) == k and set(draw.tolist()) <= pool
+            seen |= set(draw.tolist())
+        assert seen == pool  # 50 draws reach every unit of the pool
+    again = least_biased_units(result, "static", [0, 4, 10], draws=50, seed=7)
+    assert all(np.array_equal(a, b) for k in sets for a, b in zip(sets[k], again[k]))
+    other = least_biased_units(result, "static", [4], draws=50, seed=8)
+    assert not all(np.array_equal(a, b) for a, b in zip(sets[4], other[4]))
+    # the pool never runs past the layer, and the dead channel comes last
+    assert set(least_biased_units(result, "static", [37], draws=1, seed=0)[37][0].tolist()) <= set(range(1, 40))
+    assert set(least_biased_units(result, "static", [40], draws=1, seed=0)[40][0].tolist()) == set(range(40))
+    with pytest.raises(ValueError, match="k must lie"):
+        least_biased_units(result, "static", [41], draws=1, seed=0)
+    with pytest.raises(ValueError, match="draws"):
+        least_biased_units(result, "static", [4], draws=0, seed=0)
+
+
+def test_removal_runs_score_each_distinct_set_once():
+    model = nn.Sequential(nn.Linear(4, 4), nn.Identity())
+    calls = []
+
+    def score(m, data):
+        calls.append(1)
+        with torch.no_grad():
+            return float(m(data).abs().sum())
+
+    data = torch.ones(2, 4)
+    sets = {"top": top_k_sets(np.array([3, 1, 0, 2]), [0, 2]), "random": {0: [np.array([], dtype=int)],
+                                                                          2: [np.array([1, 3]), np.array([0, 2])]}}
+    runs = removal_runs(model, data, "1", sets, score, progress=False)
+    assert runs[["kind", "k", "draw"]].values.tolist() == [["top", 0, 0], ["top", 2, 0], ["random", 0, 0],
+                                                            ["random", 2, 0], ["random", 2, 1]]
+    assert len(calls) == 3  # k = 0 once; {1, 3} removed by both kinds once
+    assert runs["score"].iloc[1] == runs["score"].iloc[3]
 
 
 def test_random_units_are_seeded_distinct_draws_of_distinct_channels():

@@ -185,13 +185,24 @@ def test_centre_bias_is_the_mean_mask_over_its_maximum():
         vos.centre_bias(torch.zeros(4))
 
 
+def test_centre_concentration_is_the_share_of_the_map_in_the_central_window():
+    bias = torch.zeros(4, 4)
+    bias[1:3, 1:3] = 1.0  # all inside the central 2x2
+    assert vos.centre_concentration(bias) == 1.0
+    bias[0, 0] = 2.0  # 4 inside, 2 outside
+    assert vos.centre_concentration(bias) == pytest.approx(4 / 6)
+    assert vos.centre_concentration(torch.ones(8, 8)) == pytest.approx(0.25)  # even spread: window ** 2
+    assert vos.centre_concentration(torch.ones(8, 8), window=0.75) == pytest.approx(36 / 64)
+    assert np.isnan(vos.centre_concentration(torch.zeros(4, 4)))
+    with pytest.raises(ValueError, match="window"):
+        vos.centre_concentration(bias, window=0)
+    with pytest.raises(ValueError, match="centre-bias map"):
+        vos.centre_concentration(torch.zeros(2, 4, 4))
+
+
 def test_davis_is_more_centre_biased_than_tao(davis):
     tao = vos.make("tao", "val", n=32, **SMALL)
-
-    def central_share(bias: torch.Tensor) -> float:
-        return float(bias[8:24, 8:24].sum() / bias.sum())
-
-    davis_share, tao_share = central_share(davis.centre_bias()), central_share(tao.centre_bias())
+    davis_share, tao_share = vos.centre_concentration(davis.centre_bias()), vos.centre_concentration(tao.centre_bias())
     assert davis_share > 0.85 and tao_share < davis_share - 0.1
     assert float(davis.centre_bias().max()) == 1.0
 

@@ -351,18 +351,21 @@ class Board:
         """Declare a check; claims that need ``name`` are "not tested" (because ``why``) unless ``ok``."""
         self.gates[name] = (bool(ok), why or f"{name}: check failed")
 
-    def competence(self, accuracy: Mapping[str, float], chance: float, *, best: float | None = None) -> dict[str, bool]:
+    def competence(self, accuracy: Mapping[str, float], chance: float, *, best: float | None = None,
+                   metric: str = "top-1", baseline: str = "chance") -> dict[str, bool]:
         """One gate per model (named by its key): :func:`competent` against ``best`` (default: the
-        best of ``accuracy``). Returns which passed."""
+        best of ``accuracy``). ``metric`` and ``baseline`` name the score and what ``chance`` is in the
+        notes (e.g. "mIoU" and "the best input-free baseline"). Returns which passed."""
         accuracy = {str(k): float(v) for k, v in dict(accuracy).items()}  # also a pandas Series
         best = max(accuracy.values()) if best is None else best
         passed = {}
         halfway = chance + (best - chance) / 2
         for name, acc in accuracy.items():
             passed[name] = competent(acc, chance, best)
-            why = (f"{name} not above chance: top-1 {_number(acc)}, chance {_number(chance)}" if acc <= chance
-                   else f"{name} not competent: top-1 {_number(acc)} is below {_number(halfway)}, halfway from "
-                   f"chance ({_number(chance)}) to the best model ({_number(best)})")
+            why = (f"{name} not above {baseline}: {metric} {_number(acc)}, {baseline} {_number(chance)}"
+                   if acc <= chance else
+                   f"{name} not competent: {metric} {_number(acc)} is below {_number(halfway)}, halfway from "
+                   f"{baseline} ({_number(chance)}) to the best model ({_number(best)})")
             self.gate(name, passed[name], why)
         return passed
 

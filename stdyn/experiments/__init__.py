@@ -16,6 +16,7 @@ from stdyn.experiments.surveys import (
     relative_drop,
     removal_area,
     settling_epoch,
+    settling_table,
     stage_labels,
     style_accuracy,
     survey,
@@ -25,6 +26,6 @@ from stdyn.experiments.surveys import (
 __all__ = [
     "BOOTSTRAP", "FREQUENCY_ENDS", "Styled", "Survey", "accuracy_by_frequency", "accuracy_estimate",
     "correct_predictions", "dynamic_ratio", "entry_style_accuracy", "last_layers", "mean_estimate",
-    "measure_entry", "relative_drop", "removal_area", "settling_epoch", "stage_labels", "style_accuracy",
+    "measure_entry", "relative_drop", "removal_area", "settling_epoch", "settling_table", "stage_labels", "style_accuracy",
     "survey", "zoo_accuracy",
 ]

@@ -226,6 +226,30 @@ def settling_epoch(curve: pd.Series, final: Estimate | None = None, *, tolerance
     return int(curve.index[first_settled])
 
 
+def settling_table(curves: pd.DataFrame, final: Survey, keys: Sequence[str], *, tolerance: float = 0.0,
+                   level: float = 0.95) -> pd.DataFrame:
+    """When each curve of a checkpoint table settles (:func:`settling_epoch`).
+
+    ``curves`` has columns model, world, layer, factor, epoch and percent (e.g.
+    ``Survey.layers()`` of every checkpoint, with ``epoch``); ``keys`` are the columns that tell
+    one curve from another (they must fix model, world, layer and factor). ``final`` is the survey
+    of the last checkpoint, whose intervals make the bands. One row per curve: the keys, the
+    layer, the settling epoch, the final value with its interval, and how far the curve moved.
+    """
+    rows = []
+    for values, curve in curves.groupby(list(keys), sort=False):
+        first = curve.iloc[0]
+        if curve[["model", "world", "layer", "factor"]].drop_duplicates().shape[0] != 1:
+            raise ValueError(f"the keys {list(keys)} do not single out one curve: {dict(zip(keys, values))} "
+                             "spans several models, worlds, layers or factors")
+        estimate = final.layerwise(first["model"], first["world"], first["layer"]).percent(first["factor"])
+        series = curve.set_index("epoch")["percent"].sort_index()
+        rows.append({**dict(zip(keys, values)), "layer": first["layer"],
+                     "settled at epoch": settling_epoch(series, estimate, tolerance=tolerance, level=level),
+                     "final (%)": str(estimate), "moved (points)": float(series.max() - series.min())})
+    return pd.DataFrame(rows)
+
+
 def dynamic_ratio(result: Any) -> Estimate:
     """Dynamic units over dynamic plus static units of a ``UnitwiseResult``, in percent (the
     paper's Fig. 13 metric, from eq. 3), with its bootstrap replicates (NaN where a replicate has
@@ -252,10 +276,11 @@ def mean_estimate(estimates: Iterable[Estimate]) -> Estimate:
                         np.mean([e.replicates for e in estimates], axis=0))
 
 
-def removal_area(table: pd.DataFrame, ks: Iterable[int], *, replicates: int = 1000,
+def removal_area(table: pd.DataFrame, ks: Iterable[int], *, column: str = "correct", replicates: int = 1000,
                  seed: int = 0) -> dict[str, Estimate]:
     """Mean top-1 (percent) over the removed ``ks`` of each kind of a
-    :func:`stdyn.interventions.removal_correct` table (the area under its removal curve).
+    :func:`stdyn.interventions.removal_correct` table (the area under its removal curve); with
+    ``column`` naming per-clip scores in [0, 1] instead (e.g. each clip's mIoU), their mean in percent.
 
     Replicates resample clips (the same resamples for every kind, so kinds pair); a kind with
     several draws (the random baseline) is combined over its draws with
@@ -273,7 +298,7 @@ def removal_area(table: pd.DataFrame, ks: Iterable[int], *, replicates: int = 10
             if missing:
                 raise ValueError(f"the {kind!r} runs (draw {draw}) have no k = {missing}")
             per_draw.append(mean_estimate(accuracy_estimate(np.asarray(c), replicates=replicates, seed=seed)
-                                          for c in group.sort_values("k")["correct"]))
+                                          for c in group.sort_values("k")[column]))
         areas[str(kind)] = combine_seeds(per_draw, seed=seed)
     return areas
 

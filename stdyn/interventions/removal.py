@@ -122,19 +122,54 @@ def random_units(n_channels: int, k: int, *, draws: int, seed: int) -> list[np.n
     return [np.random.default_rng([seed, draw]).permutation(n_channels)[:k] for draw in range(draws)]
 
 
-def _removal_runs(model: nn.Module, dataset: torch.utils.data.Dataset, layer: str,
-                  rankings: Mapping[str, np.ndarray | Sequence[np.ndarray]], ks: Sequence[int],
-                  score: Callable[[nn.Module, torch.utils.data.Dataset], Any],
-                  progress: bool) -> list[tuple[str, int, int, Any]]:
-    """``(kind, k, draw, score)`` with the top-k units of each ranking removed; each distinct set once."""
+def least_biased_units(unitwise_result: UnitwiseResult, factor: str, ks: Sequence[int], *, draws: int, seed: int,
+                       extra: float = 0.05) -> dict[int, list[np.ndarray]]:
+    """The random baseline of the paper's AVOS removal (Sec. 5.1): for each ``k``, ``draws`` sets
+    of ``k`` channels drawn without replacement from the ``k + round(extra * n)`` channels least
+    biased toward ``factor`` (the layer's dominant factor), each set from ``(seed, k, draw)``.
+
+    Drawing among the least biased units keeps a random set from hitting, by chance, the few
+    units an intermediate layer cannot do without. Dead channels count as the most biased here,
+    so that the pool holds live units first.
+    """
+    if draws < 1:
+        raise ValueError(f"draws must be >= 1, got {draws}")
+    if not 0 <= extra <= 1:
+        raise ValueError(f"extra must be a fraction of the channels in [0, 1], got {extra}")
+    ranking = rank_units(unitwise_result, factor)  # most biased first, dead channels last
+    dead = np.isnan(np.asarray(unitwise_result.scores[factor], dtype=np.float64))
+    ascending = np.concatenate([[c for c in ranking[::-1] if not dead[c]], [c for c in ranking if dead[c]]])
+    n = len(ascending)
+    sets = {}
+    for k in ks:
+        k = int(k)
+        if not 0 <= k <= n:
+            raise ValueError(f"k must lie in [0, n_channels={n}], got {k}")
+        pool = ascending[: min(n, k + int(round(extra * n)))].astype(np.int64)
+        sets[k] = [np.random.default_rng([seed, k, draw]).choice(pool, size=k, replace=False) for draw in range(draws)]
+    return sets
+
+
+def top_k_sets(ranking: np.ndarray | Sequence[np.ndarray], ks: Sequence[int]) -> dict[int, list[np.ndarray]]:
+    """The first ``k`` channels of one ranking (or of each of several), for every ``k``."""
+    orders = _draws(ranking)
+    sets = {}
+    for k in ks:
+        if not all(0 <= k <= len(order) for order in orders):
+            raise ValueError(f"k={k} is out of range for a ranking of {len(orders[0])} channels")
+        sets[int(k)] = [order[: int(k)] for order in orders]
+    return sets
+
+
+def removal_runs(model: nn.Module, dataset: torch.utils.data.Dataset, layer: str,
+                 sets: Mapping[str, Mapping[int, Sequence[np.ndarray]]],
+                 score: Callable[[nn.Module, torch.utils.data.Dataset], Any], *, progress: bool = True) -> pd.DataFrame:
+    """``score(model, dataset)`` with each set of channels of ``layer`` removed: a frame with
+    columns kind, k, draw and score. ``sets`` maps a kind to ``{k: [channels of each draw]}``
+    (:func:`top_k_sets`, :func:`least_biased_units`); a set removed twice (e.g. k = 0) is scored once."""
     check_layers(model, [layer])
-    runs = []
-    for kind, ranking in rankings.items():
-        for draw, order in enumerate(_draws(ranking)):
-            for k in ks:
-                if not 0 <= k <= len(order):
-                    raise ValueError(f"k={k} is out of range for the {kind!r} ranking of {len(order)} channels")
-                runs.append((kind, int(k), draw, order[: int(k)]))
+    runs = [(kind, int(k), draw, channels) for kind, by_k in sets.items() for k, draws in by_k.items()
+            for draw, channels in enumerate(draws)]
     score_of: dict[tuple[int, ...], Any] = {}
     scored = []
     for kind, k, draw, channels in tqdm(runs, desc=f"removing units of {layer}", disable=not progress):
@@ -143,7 +178,21 @@ def _removal_runs(model: nn.Module, dataset: torch.utils.data.Dataset, layer: st
             with remove_units(model, layer, removed):
                 score_of[removed] = score(model, dataset)
         scored.append((kind, k, draw, score_of[removed]))
-    return scored
+    return pd.DataFrame(scored, columns=["kind", "k", "draw", "score"])
+
+
+def _removal_runs(model: nn.Module, dataset: torch.utils.data.Dataset, layer: str,
+                  rankings: Mapping[str, np.ndarray | Sequence[np.ndarray]], ks: Sequence[int],
+                  score: Callable[[nn.Module, torch.utils.data.Dataset], Any],
+                  progress: bool) -> pd.DataFrame:
+    """:func:`removal_runs` of the top-k units of each ranking."""
+    sets = {}
+    for kind, ranking in rankings.items():
+        try:
+            sets[kind] = top_k_sets(ranking, ks)
+        except ValueError as error:
+            raise ValueError(f"{error} ({kind!r} ranking)") from None
+    return removal_runs(model, dataset, layer, sets, score, progress=progress)
 
 
 def removal_curve(
@@ -167,7 +216,7 @@ def removal_curve(
     """
     evaluate = evaluate or functools.partial(training.evaluate, batch_size=batch_size, device=device)
     runs = _removal_runs(model, dataset, layer, rankings, ks, lambda m, d: float(evaluate(m, d)), progress)
-    return pd.DataFrame(runs, columns=["kind", "k", "draw", "accuracy"])
+    return runs.rename(columns={"score": "accuracy"})
 
 
 def removal_correct(
@@ -188,8 +237,7 @@ def removal_correct(
         logits, labels = training.predict(model, dataset, batch_size=batch_size, device=device)
         return (logits.argmax(1) == labels).numpy()
 
-    frame = pd.DataFrame(_removal_runs(model, dataset, layer, rankings, ks, correct, progress),
-                         columns=["kind", "k", "draw", "correct"])
+    frame = _removal_runs(model, dataset, layer, rankings, ks, correct, progress).rename(columns={"score": "correct"})
     frame["accuracy"] = [float(c.mean()) for c in frame["correct"]]
     return frame
 

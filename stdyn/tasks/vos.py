@@ -91,7 +91,8 @@ class VosFrames(Dataset):
     ``frames`` picks which frames of each clip (indices into its T-1 flow frames; default all).
     ``flow="raw"`` gives the flow itself (2, S, S) in place of its image, as the two-stream pairs
     of :func:`stdyn.core.probe.measure` take it. ``exact=True`` gives the exact masks (they differ
-    from the training masks in weakly labelled worlds). ``clip_index[k]`` is example k's clip.
+    from the training masks in weakly labelled worlds). ``clip_index[k]`` and ``frame_index[k]`` are
+    example k's clip and frame.
     """
 
     def __init__(self, clips: VosClips | VosWorld, frames: Sequence[int] | None = None, *, flow: str = "image",
@@ -109,6 +110,7 @@ class VosFrames(Dataset):
             index += [(c, t) for t in chosen]
         self._index = index
         self.clip_index = np.array([c for c, _ in index], dtype=np.int64)
+        self.frame_index = np.array([t for _, t in index], dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self._index)

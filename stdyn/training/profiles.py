@@ -90,10 +90,11 @@ def _token_grids(frames: int, size: int) -> dict[str, dict[str, Any]]:
 
 _VOS: dict[str, SegmentationScale] = {
     "smoke": SegmentationScale(n_train=16, n_val=8, n_measure=8, size=16, width=4, epochs=1, batch_size=16, lr=0.05),
-    # 200 clips of each training world (1400 frames), every frame, 5 epochs: 20-50 s per model on one
-    # core. The two-stream models then beat both single streams on held-out davis (by 0.05-0.08)
-    # and appearance only by about 0.4 on moca; 300 clips for 6 epochs took 2.5x longer.
-    "quick": SegmentationScale(n_train=200, n_val=100, n_measure=100, size=32, width=8, epochs=5, batch_size=16,
+    # 150 clips of each training world (1050 frames), every frame, 5 epochs: 15-50 s per model on one
+    # core, so that the book's 13 segmentation models fit its time. The two-stream model (U+G) then
+    # beats both single streams on held-out davis (0.65 vs 0.59 and 0.56) and appearance only on
+    # moca (0.37 vs 0.11); 200 clips gave 0.66 vs 0.59 and 0.58, 0.40 vs 0.13, for a third more time.
+    "quick": SegmentationScale(n_train=150, n_val=100, n_measure=100, size=32, width=8, epochs=5, batch_size=16,
                                lr=0.05),
     "full": SegmentationScale(n_train=3000, n_val=500, n_measure=500, size=64, width=16, epochs=20, batch_size=64,
                               lr=0.05),

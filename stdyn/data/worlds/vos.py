@@ -599,6 +599,20 @@ def centre_bias(masks: Tensor) -> Tensor:
     return average / peak if peak > 0 else average
 
 
+def centre_concentration(bias_map: Tensor, window: float = 0.5) -> float:
+    """The share of a centre-bias map's mass inside the central window whose sides are ``window``
+    of the map's: 1.0 when every mask lies there, about ``window ** 2`` for masks spread evenly."""
+    if not isinstance(bias_map, Tensor) or bias_map.dim() != 2:
+        raise ValueError(f"expected a centre-bias map (H, W), got {getattr(bias_map, 'shape', type(bias_map).__name__)}")
+    if not 0 < window <= 1:
+        raise ValueError(f"window must be a fraction of the side in (0, 1], got {window}")
+    height, width = bias_map.shape
+    rows, cols = round(height * window), round(width * window)
+    top, left = (height - rows) // 2, (width - cols) // 2
+    total = float(bias_map.sum())
+    return float(bias_map[top:top + rows, left:left + cols].sum()) / total if total > 0 else float("nan")
+
+
 # ---------------------------------------------------------------------------------------------
 # The dataset
 
