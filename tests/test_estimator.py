@@ -302,7 +302,18 @@ def test_an_estimate_is_above_a_threshold_only_when_its_whole_interval_is():
     assert Estimate(1.0, np.linspace(0.2, 1.8, 401)).above(0.0)
     assert not Estimate(1.0, np.linspace(-0.2, 2.2, 401)).above(0.0)  # point above, interval not
     assert not Estimate(-1.0, np.linspace(-1.8, -0.2, 401)).above(0.0)
-    assert Estimate(0.5, np.array([])).above(0.0) and not Estimate(-0.5, np.array([])).above(0.0)
+    # without an interval nothing is shown to lie above (regression: it compared the point value)
+    assert not Estimate(0.5, np.array([])).above(0.0) and not Estimate(0.5, np.array([0.4])).above(0.0)
+
+
+def test_an_interval_needs_two_replicates_and_bootstrap_cannot_be_negative():
+    from stdyn.core.estimator import Estimate, PairStats
+
+    # regression: one replicate gave the "interval" [30.7, 30.7] around an estimate of 42.8
+    assert all(np.isnan(Estimate(42.8, np.array([30.7])).interval()))
+    assert Estimate(42.8, np.array([30.7, 50.0])).interval() == pytest.approx((31.1825, 49.5175))
+    with pytest.raises(ValueError, match="bootstrap must be 0"):
+        PairStats(4, bootstrap=-1)
 
 
 def test_an_undefined_estimate_prints_no_interval():

@@ -73,6 +73,9 @@ class PairStats:
     def __init__(self, n_channels: int, *, bootstrap: int = 0, seed: int = 0, name: str = "") -> None:
         if n_channels < 1:
             raise ValueError(f"n_channels must be positive, got {n_channels}")
+        if int(bootstrap) < 0:
+            raise ValueError(f"bootstrap must be 0 (no intervals) or a number of replicates (2 or more for an "
+                             f"interval), got {bootstrap}")
         self.n_channels = int(n_channels)
         self.bootstrap = int(bootstrap)
         self.seed = int(seed)
@@ -351,6 +354,9 @@ def _interval(samples: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray
     return np.nanquantile(samples, alpha, axis=0), np.nanquantile(samples, 1.0 - alpha, axis=0)
 
 
+MIN_REPLICATES = 2  # an interval needs at least this many finite bootstrap replicates
+
+
 @dataclass(frozen=True)
 class Estimate:
     """A number with its bootstrap replicates (percent or points), for intervals and differences.
@@ -364,18 +370,20 @@ class Estimate:
     replicates: np.ndarray = field(repr=False)
 
     def interval(self, level: float = 0.95) -> tuple[float, float]:
-        """Percentile interval of the finite replicates (NaN without any)."""
+        """Percentile interval of the finite replicates (NaN with fewer than two: one replicate is
+        not a spread, and its "interval" need not even contain the estimate)."""
         finite = self.replicates[np.isfinite(self.replicates)]
-        if len(finite) == 0:
+        if len(finite) < MIN_REPLICATES:
             return (np.nan, np.nan)
         lo, hi = _interval(finite, level)
         return float(lo), float(hi)
 
     def above(self, threshold: float = 0.0, level: float = 0.95) -> bool:
-        """Whether the whole interval lies above ``threshold`` (the point value, without replicates):
-        the test a claim "A exceeds B" passes only when the difference is clear of zero."""
+        """Whether the whole interval lies above ``threshold``: the test a claim "A exceeds B" passes
+        only when the difference is clear of zero. False without an interval (a point value alone
+        cannot show that)."""
         lo, _ = self.interval(level)
-        return bool(self.value > threshold) if np.isnan(lo) else bool(lo > threshold)
+        return bool(not np.isnan(lo) and lo > threshold)
 
     def __sub__(self, other: Estimate) -> Estimate:
         if len(self.replicates) != len(other.replicates):
