@@ -321,3 +321,14 @@ def test_an_undefined_estimate_prints_no_interval():
 
     assert str(Estimate(float("nan"), np.array([4.0, 4.0, np.nan]))) == "undefined"
     assert str(Estimate(2.0, np.full(5, 2.0))) == "2.0 [2.0, 2.0]"
+
+
+@pytest.mark.parametrize("method", ["normalized", "pearson"])
+def test_a_dead_layer_has_no_units_and_no_fractions_instead_of_an_error(method):
+    from stdyn.core.estimator import layerwise
+
+    constant = np.ones((40, 6))
+    result = layerwise({"static": (constant, constant), "dynamic": (constant, constant)}, method=method)
+    # regression: "cannot convert float NaN to integer", and pearson reported 21/21/58 %
+    assert result.units == {"dynamic": 0, "static": 0, "identical": 0}
+    assert np.isnan(result.fractions["dynamic"]) and np.isnan(result.fractions["static"])

@@ -336,3 +336,17 @@ def test_ddp_on_two_processes_matches_a_single_process(data, tmp_path):
     assert metrics["val_acc"].tolist() == pytest.approx(expected["val_acc"].tolist())
     assert metrics["train_loss"].tolist() == pytest.approx(expected["train_loss"].tolist(), rel=1e-4)
     assert saved_epochs(run) == [0, 1, 2]
+
+
+def test_an_empty_stdyn_cache_means_the_default_folder_not_the_working_directory(monkeypatch, tmp_path):
+    from pathlib import Path
+
+    from stdyn.data.cache import cache_dir
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("STDYN_CACHE", "")
+    assert cache_dir("zoo") == Path(tmp_path / "home" / ".cache" / "stdyn" / "zoo")
+    assert not (tmp_path / "zoo").exists()
+    monkeypatch.setenv("STDYN_CACHE", str(tmp_path / "mine"))
+    assert cache_dir() == tmp_path / "mine"

@@ -265,7 +265,8 @@ class PairStats:
                 m = self.moments[factor]
                 with np.errstate(invalid="ignore", divide="ignore"):
                     corr = m["c12"] / np.sqrt(m["m2_1"] * m["m2_2"])
-                scores[factor] = np.nanmean(corr[:, alive], axis=1) if alive.any() else np.zeros(len(corr))
+                # A dead layer (every channel constant) has no score, not a score of zero.
+                scores[factor] = np.nanmean(corr[:, alive], axis=1) if alive.any() else np.full(len(corr), np.nan)
         return scores
 
     def layerwise(self, method: str = "normalized") -> LayerwiseResult:
@@ -345,6 +346,8 @@ def _softmax(x: np.ndarray) -> np.ndarray:
 
 
 def _units(fractions: np.ndarray, n_channels: int) -> dict[str, int]:
+    if not np.isfinite(fractions[:2]).all():  # a dead layer: every channel constant, nothing encoded
+        return {"dynamic": 0, "static": 0, "identical": 0}
     dynamic, static = (int(np.floor(f * n_channels)) for f in fractions[:2])
     return {"dynamic": dynamic, "static": static, "identical": n_channels - dynamic - static}
 

@@ -21,8 +21,9 @@ import torch
 
 
 def cache_dir(*parts: str) -> Path:
-    """The cache root (``$STDYN_CACHE``, default ``~/.cache/stdyn``), or a folder below it."""
-    root = Path(os.environ.get("STDYN_CACHE", Path.home() / ".cache" / "stdyn")).expanduser()
+    """The cache root (``$STDYN_CACHE``, default ``~/.cache/stdyn``; an empty value counts as unset,
+    not as the working directory), or a folder below it."""
+    root = Path(os.environ.get("STDYN_CACHE") or Path.home() / ".cache" / "stdyn").expanduser()
     path = root.joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)
     return path
