@@ -29,6 +29,9 @@ def zoo(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     for world in args.worlds:
         worlds.spec(world)  # unknown names fail before any training
+    unknown = [name for name in args.models if name not in models.available()]
+    if unknown:  # before any training, so that nothing is trained for a run that cannot finish
+        parser.error(f"unknown model(s) {', '.join(unknown)}; available: {', '.join(models.available())}")
     table = experiments.zoo_accuracy(args.models, args.worlds, args.profile, seed=args.seed,
                                      styles=not args.no_styles, device=args.device)
     print(table.to_string(index=False, float_format="%.3f"))

@@ -146,6 +146,27 @@ def test_bad_input_errors():
         stdyn.measure(Exploding(), clips(4), ["tokens"], progress=False)
 
 
+def test_bad_clips_get_errors_that_name_the_problem_and_the_way_out():
+    model = TinyVideoNet()
+    broken = clips(4)
+    broken[2, 0, 0, 0, 0] = float("nan")  # regression: "index -9223372036854775808 is out of bounds" in stylize
+    with pytest.raises(ValueError, match=r"clip\(s\) \[2\] hold NaN or infinite values"):
+        stdyn.measure(model, broken, ["stage1"], progress=False)
+    with pytest.raises(ValueError, match="0-255 pixel values: divide by 255"):
+        stdyn.measure(model, clips(4) * 255, ["stage1"], progress=False)
+    with pytest.raises(ValueError, match="expected float clips.*uint8.*/ 255"):
+        stdyn.measure(model, (clips(4) * 255).to(torch.uint8), ["stage1"], progress=False)
+    with pytest.raises(ValueError, match=r"the clips differ in shape.*resize them"):
+        stdyn.measure(model, [clips(1)[0], clips(1)[0], torch.rand(3, 8, 20, 20)], ["stage1"], batch_size=3,
+                      progress=False)
+    # float64 and float16 clips measure as their float32 values do
+    for dtype in (torch.float64, torch.float16):
+        converted = clips(4).to(dtype).float()
+        expected = stdyn.measure(model, converted, ["stage1"], progress=False).layerwise("stage1").fractions
+        measured = stdyn.measure(model, clips(4).to(dtype), ["stage1"], progress=False).layerwise("stage1").fractions
+        assert measured == pytest.approx(expected)
+
+
 def test_planted_network_channels_are_recovered():
     model = PlantedNet()
     data = moving_object_clips(160, frames=12, size=32, seed=1)

@@ -309,6 +309,12 @@ def test_the_command_line_prints_accuracy_and_chance_per_model_and_world(monkeyp
     assert float(val_acc) == pytest.approx(entry.val_accuracy, abs=1e-3)
     with pytest.raises(ValueError, match="ssv2"):
         cli.zoo(["--worlds", "ssv3", "--profile", "smoke"])
+    # regression: c2d trained, then the run died on c2dd and left an empty folder with a lock
+    before = sorted((tmp_path / "zoo").iterdir())
+    with pytest.raises(SystemExit):
+        cli.zoo(["--models", "c2d", "c2dd", "--worlds", "kinetics", "--profile", "smoke"])
+    assert "unknown model(s) c2dd; available: " in capsys.readouterr().err
+    assert sorted((tmp_path / "zoo").iterdir()) == before
     zoo._RECENT_SPLITS.clear()
 
 

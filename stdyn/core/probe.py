@@ -9,7 +9,7 @@ measures its own share of the clips before the statistics are merged.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -130,8 +130,9 @@ class _Indexed(torch.utils.data.Dataset):
         return index, item
 
 
-def _check_clips(batch: Any, n_inputs: int) -> None:
-    """Raise a clear error unless the batch holds clips (frames for two-stream pairs) in [0, 1]."""
+def _check_clips(batch: Any, n_inputs: int, indices: Sequence[int]) -> Any:
+    """The batch with float clips as float32; a clear error unless it holds clips (frames for
+    two-stream pairs) of finite values in [0, 1]. ``indices`` name the clips in messages."""
     first = batch if n_inputs == 1 else batch[0]
     if n_inputs == 1:
         ndims, channel_dim, expected = (5, 6), -4, "(3, T, H, W) (or pre-stylized (S, 3, T, H, W))"
@@ -140,12 +141,36 @@ def _check_clips(batch: Any, n_inputs: int) -> None:
     if not isinstance(first, torch.Tensor) or first.ndim not in ndims or first.shape[channel_dim] != 3:
         shape = tuple(first.shape[1:]) if isinstance(first, torch.Tensor) else type(first).__name__
         raise ValueError(f"expected each clip shaped {expected} with values in [0, 1], got {shape}")
+    where = f"clips {list(indices)[0]}-{list(indices)[-1]}"
+    if not first.is_floating_point():
+        raise ValueError(f"{where}: expected float clips in [0, 1], got {first.dtype}; convert with "
+                         "clip.float() / 255 for 8-bit frames")
+    if not bool(torch.isfinite(first).all()):
+        bad = [i for i, clip in zip(indices, first) if not bool(torch.isfinite(clip).all())]
+        raise ValueError(f"clip(s) {bad} hold NaN or infinite values; fix or drop them before measuring")
     low, high = float(first.min()), float(first.max())
     if low < -1e-3 or high > 1 + 1e-3:
-        raise ValueError(
-            f"expected clip values in [0, 1], got range [{low:.3g}, {high:.3g}]; pass unnormalised "
-            "clips (stdyn models normalise inside)"
-        )
+        hint = ("they look like 0-255 pixel values: divide by 255" if low >= 0 and high <= 255
+                else "pass unnormalised clips (stdyn models normalise inside)")
+        raise ValueError(f"{where}: expected clip values in [0, 1], got range [{low:.3g}, {high:.3g}]; {hint}")
+    if first.dtype != torch.float32:  # float64 or float16 clips: the models' weights are float32
+        return first.float() if n_inputs == 1 else (first.float(), *batch[1:])
+    return batch
+
+
+def _batches(loader: torch.utils.data.DataLoader) -> Iterator[Any]:
+    """The loader's batches; clips of different shapes get an error that says so."""
+    iterator = iter(loader)
+    while True:
+        try:
+            yield next(iterator)
+        except StopIteration:
+            return
+        except RuntimeError as error:
+            if "stack expects each tensor to be equal size" not in str(error):
+                raise
+            raise ValueError(f"the clips differ in shape ({error}); resize them to one shape (3, T, H, W) before "
+                             "measuring") from None
 
 
 def measure(model: nn.Module, clips: Sequence[Any] | torch.utils.data.Dataset,
@@ -176,14 +201,17 @@ def measure(model: nn.Module, clips: Sequence[Any] | torch.utils.data.Dataset,
     rank, world = 0, 1
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    if len(clips) < world:  # a process without clips would never join the others' all_reduce
+        raise ValueError(f"{len(clips)} clips cannot be shared by {world} processes; measure at least one clip "
+                         "per process, or run fewer processes")
     indexed = _Indexed(clips, range(rank, len(clips), world), n_inputs)
     loader = torch.utils.data.DataLoader(indexed, batch_size=batch_size, num_workers=num_workers)
 
     stats: dict[str, PairStats] = {}
     with Probe(model, layers, layouts) as probe:
-        for indices, batch in tqdm(loader, desc="measuring", unit="batch", disable=not progress):
-            _check_clips(batch, n_inputs)
+        for indices, batch in tqdm(_batches(loader), desc="measuring", unit="batch", disable=not progress):
             indices = indices.tolist()
+            batch = _check_clips(batch, n_inputs, indices)
             for factor in FACTORS:
                 inputs = builder.make(batch, indices, factor, seed, pack)
                 first, second = (_to(x, device) for x in inputs)

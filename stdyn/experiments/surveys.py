@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from stdyn.core import estimator, pairs, stylize
+from stdyn.core import estimator, pairs, probe, stylize
 from stdyn.core.claims import combine_seeds
 from stdyn.core.estimator import Estimate
 from stdyn.core.probe import Measurement, measure
@@ -42,7 +42,7 @@ def measure_entry(entry: zoo.ZooEntry, world: str, profile: str | profiles.Profi
     key = config_key({"world": world, "world_kwargs": world_kwargs, "profile": prof.name, "task": task.name,
                       "n": task.measure_count(prof), "data": task.data_sizes(prof, 0), "layers": layers,
                       "epoch": epoch, "bootstrap": bootstrap, "seed": seed},
-                     Measurement, measure, pairs, stylize, estimator, type(task))
+                     probe, pairs, stylize, estimator, type(task))  # the probe module: pooling and hooks too
     path = entry.run_dir / f"measurement-{key}.pt"
     cached = load_tensors(path)
     if cached is not None:
