@@ -224,3 +224,29 @@ def test_two_gloo_processes_measure_the_single_process_result(tmp_path: Path):
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count("RANK_OK") == 2
+
+
+def test_a_layer_with_several_output_tensors_says_which_to_measure():
+    from stdyn.core.probe import select_output
+
+    class AuxBlock(nn.Module):
+        def forward(self, x):
+            return x.mean(1, keepdim=True), x  # (aux, features): regression, the aux was measured silently
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.block = AuxBlock()
+
+        def forward(self, x):
+            return self.block(x)[1]
+
+    with pytest.raises(ValueError, match=r"'block' returns a tuple with 2 tensors.*outputs=\{'block'"):
+        stdyn.measure(Net(), clips(4), ["block"], progress=False)
+    picked = stdyn.measure(Net(), clips(4), ["block"], outputs={"block": 1}, progress=False)
+    assert picked.stats["block"].n_channels == 3
+    x = torch.rand(2, 3)
+    assert select_output((x, (4, 4)), name="b") is x  # one tensor and its shape: no question
+    assert select_output({"a": x, "b": x + 1}, "b", name="b").equal(x + 1)
+    with pytest.raises(KeyError, match=r"no element 'c'; its elements are \['a', 'b'\]"):
+        select_output({"a": x, "b": x}, "c", name="b")

@@ -27,10 +27,33 @@ DEFAULT_LAYOUT = {5: "BCTHW", 4: "BCHW", 3: "BNC", 2: "BC"}
 PAIR_BUILDERS = {"frames": FramePairs, "two_stream": TwoStreamPairs}
 
 
-def pool(output: Any, layout: str | None = None, *, name: str = "") -> torch.Tensor:
-    """Global-average-pool a layer output to (B, C) float32 (tokens: mean over tokens)."""
-    if isinstance(output, (tuple, list)):  # e.g. blocks returning (tokens, shape)
-        output = next((o for o in output if isinstance(o, torch.Tensor)), None)
+def select_output(output: Any, select: int | str | None = None, *, name: str = "") -> Any:
+    """The tensor to measure in a layer's output: the output itself, element ``select`` of a tuple,
+    list or dict, or its only tensor element. Never a guess among several tensors."""
+    if not isinstance(output, (tuple, list, dict)):
+        if select is not None:
+            raise ValueError(f"layer {name!r} returns one {type(output).__name__}; drop its output selector")
+        return output
+    items = list(output.items()) if isinstance(output, dict) else list(enumerate(output))
+    if select is not None:
+        keys = [key for key, _ in items]
+        if select not in keys:
+            raise KeyError(f"layer {name!r} output has no element {select!r}; its elements are {keys}")
+        return output[select]
+    tensors = [(key, value) for key, value in items if isinstance(value, torch.Tensor)]
+    if len(tensors) == 1:  # e.g. blocks returning (tokens, (T, H, W))
+        return tensors[0][1]
+    if not tensors:
+        return output  # no tensor at all: pool() says so
+    shapes = ", ".join(f"{key!r}: {tuple(value.shape)}" for key, value in tensors)
+    raise ValueError(f"layer {name!r} returns a {type(output).__name__} with {len(tensors)} tensors ({shapes}); "
+                     f"say which one to measure with outputs={{{name!r}: <index or key>}}")
+
+
+def pool(output: Any, layout: str | None = None, *, name: str = "", select: int | str | None = None) -> torch.Tensor:
+    """Global-average-pool a layer output (or its element ``select``, :func:`select_output`) to
+    (B, C) float32 (tokens: mean over tokens)."""
+    output = select_output(output, select, name=name)
     if not isinstance(output, torch.Tensor):
         raise TypeError(f"layer {name!r} returned {type(output).__name__}, not a tensor; probe another layer")
     layout = layout or DEFAULT_LAYOUT.get(output.ndim)
@@ -76,10 +99,12 @@ class Probe:
     Use as a context manager; calling it runs the model and returns ``{layer: (B, C)}``.
     """
 
-    def __init__(self, model: nn.Module, layers: Iterable[str], layouts: Mapping[str, str] | None = None):
+    def __init__(self, model: nn.Module, layers: Iterable[str], layouts: Mapping[str, str] | None = None,
+                 outputs: Mapping[str, int | str] | None = None):
         self.model = model
         self.layers = check_layers(model, layers)
         self.layouts = dict(layouts or {})
+        self.outputs = dict(outputs or {})  # per layer: which element of a tuple or dict output
         self.features: dict[str, torch.Tensor] = {}
         self._handles: list[Any] = []
 
@@ -96,7 +121,8 @@ class Probe:
 
     def _hook(self, layer: str) -> Callable[..., None]:
         def keep(module: nn.Module, inputs: Any, output: Any) -> None:
-            self.features[layer] = pool(output, self.layouts.get(layer), name=layer).detach()
+            self.features[layer] = pool(output, self.layouts.get(layer), name=layer,
+                                        select=self.outputs.get(layer)).detach()
         return keep
 
     @torch.inference_mode()
@@ -176,7 +202,7 @@ def _batches(loader: torch.utils.data.DataLoader) -> Iterator[Any]:
 def measure(model: nn.Module, clips: Sequence[Any] | torch.utils.data.Dataset,
             layers: str | Iterable[str] | None = None, *, pairs: str | Any = "frames",
             batch_size: int = 8, seed: int = 0, device: str | torch.device = "cpu",
-            bootstrap: int = 0, layouts: Mapping[str, str] | None = None,
+            bootstrap: int = 0, layouts: Mapping[str, str] | None = None, outputs: Mapping[str, int | str] | None = None,
             num_workers: int = 0, progress: bool = True) -> Measurement:
     """Measure static and dynamic information in ``layers`` of ``model`` over ``clips``.
 
@@ -184,8 +210,9 @@ def measure(model: nn.Module, clips: Sequence[Any] | torch.utils.data.Dataset,
     item is one). ``pairs`` is ``"frames"`` (shuffled frames vs restyled clips), ``"two_stream"``
     (items ``(frame, flow, ...)``; flow jitter vs restyled frame) or an object with the same
     ``make`` method. ``layers`` defaults to the model's declared stages. ``bootstrap=R`` keeps R
-    Poisson-bootstrap replicates over clips for confidence intervals. The model is moved to
-    ``device`` and put in eval mode.
+    Poisson-bootstrap replicates over clips for confidence intervals (2 or more for an interval).
+    A layer returning a tuple, list or dict with more than one tensor needs ``outputs={layer: index
+    or key}`` saying which to measure. The model is moved to ``device`` and put in eval mode.
     """
     builder = PAIR_BUILDERS[pairs]() if isinstance(pairs, str) and pairs in PAIR_BUILDERS else pairs
     if isinstance(builder, str) or not hasattr(builder, "make"):
@@ -208,7 +235,7 @@ def measure(model: nn.Module, clips: Sequence[Any] | torch.utils.data.Dataset,
     loader = torch.utils.data.DataLoader(indexed, batch_size=batch_size, num_workers=num_workers)
 
     stats: dict[str, PairStats] = {}
-    with Probe(model, layers, layouts) as probe:
+    with Probe(model, layers, layouts, outputs) as probe:
         for indices, batch in tqdm(_batches(loader), desc="measuring", unit="batch", disable=not progress):
             indices = indices.tolist()
             batch = _check_clips(batch, n_inputs, indices)
