@@ -332,3 +332,20 @@ def test_a_dead_layer_has_no_units_and_no_fractions_instead_of_an_error(method):
     # regression: "cannot convert float NaN to integer", and pearson reported 21/21/58 %
     assert result.units == {"dynamic": 0, "static": 0, "identical": 0}
     assert np.isnan(result.fractions["dynamic"]) and np.isnan(result.fractions["static"])
+
+
+def test_pair_statistics_carry_their_format_and_refuse_unknown_or_damaged_ones():
+    from stdyn.core.estimator import STATE_FORMAT, PairStats
+
+    stats = PairStats(3, bootstrap=2, name="layer4")
+    rng = np.random.default_rng(0)
+    stats.update("static", rng.normal(size=(5, 3)), rng.normal(size=(5, 3)), ids=list(range(5)))
+    state = stats.state_dict()
+    assert state["format"] == STATE_FORMAT
+    again = PairStats.from_state_dict(state)
+    assert np.array_equal(again.state_dict()["state"], state["state"])
+    assert PairStats.from_state_dict({k: v for k, v in state.items() if k != "format"}).n_pairs == stats.n_pairs
+    with pytest.raises(ValueError, match="format 'pairstats/9'.*measure again"):
+        PairStats.from_state_dict({**state, "format": "pairstats/9"})
+    with pytest.raises(ValueError, match="'layer4' hold .* numbers; .* expected"):
+        PairStats.from_state_dict({**state, "state": state["state"][:-1]})

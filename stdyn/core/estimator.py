@@ -194,16 +194,25 @@ class PairStats:
         return stats
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to resume or combine later (plain arrays)."""
+        """Everything needed to resume or combine later (plain arrays), with its format version."""
         return {
-            "n_channels": self.n_channels, "bootstrap": self.bootstrap, "seed": self.seed,
+            "format": STATE_FORMAT, "n_channels": self.n_channels, "bootstrap": self.bootstrap, "seed": self.seed,
             "name": self.name, "state": self._flatten(),
         }
 
     @classmethod
     def from_state_dict(cls, state: Mapping[str, Any]) -> PairStats:
+        found = state.get("format", "pairstats/1")  # the first format carried no version
+        if found not in (STATE_FORMAT, "pairstats/1"):
+            raise ValueError(f"pair statistics in format {found!r}, which this stdyn ({STATE_FORMAT!r}) cannot read; "
+                             "measure again, or read them with the stdyn version that wrote them")
         template = cls(state["n_channels"], bootstrap=state["bootstrap"], seed=state["seed"], name=state["name"])
-        return template._unflatten(np.asarray(state["state"], dtype=np.float64))
+        flat = np.asarray(state["state"], dtype=np.float64)
+        expected = len(template._flatten())
+        if flat.shape != (expected,):
+            raise ValueError(f"pair statistics of layer {state['name']!r} hold {flat.size} numbers; {expected} expected "
+                             f"for {state['n_channels']} channels and {state['bootstrap']} replicates (damaged file?)")
+        return template._unflatten(flat)
 
     @property
     def n_pairs(self) -> dict[str, int]:
@@ -357,6 +366,7 @@ def _interval(samples: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray
     return np.nanquantile(samples, alpha, axis=0), np.nanquantile(samples, 1.0 - alpha, axis=0)
 
 
+STATE_FORMAT = "pairstats/1"  # PairStats.state_dict's layout: counts, then moments, per factor
 MIN_REPLICATES = 2  # an interval needs at least this many finite bootstrap replicates
 
 
