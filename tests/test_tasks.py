@@ -61,6 +61,29 @@ def test_frames_are_the_clips_frames_with_flow_images_on_one_scale(davis):
     raw = VosFrames(davis, [steps // 2], flow="raw")
     assert len(raw) == len(davis) and raw[0][1].shape == (2, 16, 16)
     assert raw.clip_index.tolist() == list(range(len(davis)))
+    assert raw.frame_index.tolist() == [steps // 2] * len(davis)
+
+
+def test_validation_after_the_last_epoch_only_leaves_the_others_nan(davis, tmp_path):
+    from stdyn import models
+
+    model = models.create("fusionseg", 1, seed=0, width=4)
+    config = training.TrainConfig(epochs=2, batch_size=8, optimizer="sgd", lr=0.05, warmup_epochs=0.0,
+                                  schedule="poly", validate_every_epoch=False, examples_per_clip=3)
+    metrics = training.fit(model, davis, davis, config, None, progress=False, task="vos")
+    assert np.isnan(metrics["val_miou"].iloc[0]) and 0.0 <= metrics["val_miou"].iloc[-1] <= 1.0
+
+
+def test_training_can_take_evenly_spaced_frames_of_each_clip(davis):
+    steps = davis.flow.shape[2]
+    assert steps == 7
+    three = VosFrames(davis, per_clip=3)
+    assert three.frame_index.tolist() == [1, 3, 5] * len(davis)
+    assert three.clip_index.tolist() == [c for c in range(len(davis)) for _ in range(3)]
+    assert len(VosFrames(davis, per_clip=7)) == len(VosFrames(davis, per_clip=20)) == 7 * len(davis)
+    assert tasks.VOS.examples(davis, per_clip=2).frame_index.tolist()[:2] == [1, 5]
+    with pytest.raises(ValueError, match="examples_per_clip must be >= 1"):
+        training.TrainConfig(examples_per_clip=0)
 
 
 def test_example_checks_name_what_was_expected():

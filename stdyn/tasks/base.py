@@ -63,8 +63,9 @@ class Task:
         """What the model's outputs stand for: class names, or the segmented masks."""
         raise NotImplementedError
 
-    def examples(self, dataset: Dataset) -> Dataset:
-        """The dataset that training and evaluation iterate (e.g. frames of clips)."""
+    def examples(self, dataset: Dataset, per_clip: int | None = None) -> Dataset:
+        """The dataset that training and evaluation iterate (e.g. frames of clips; with ``per_clip``,
+        that many of each clip, where examples are parts of clips)."""
         return dataset
 
     def example(self, item: Any, index: int) -> Batch:

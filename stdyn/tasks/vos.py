@@ -88,7 +88,8 @@ class VosClips(Dataset):
 class VosFrames(Dataset):
     """Frame-level examples of VOS clips: ``(rgb (3, S, S), flow_image (3, S, S), mask (1, S, S))``.
 
-    ``frames`` picks which frames of each clip (indices into its T-1 flow frames; default all).
+    ``frames`` picks which frames of each clip (indices into its T-1 flow frames; default all), or
+    ``per_clip`` that many evenly spaced ones (a clip of 7 flow frames and ``per_clip=3``: 1, 3, 5).
     ``flow="raw"`` gives the flow itself (2, S, S) in place of its image, as the two-stream pairs
     of :func:`stdyn.core.probe.measure` take it. ``exact=True`` gives the exact masks (they differ
     from the training masks in weakly labelled worlds). ``clip_index[k]`` and ``frame_index[k]`` are
@@ -96,7 +97,7 @@ class VosFrames(Dataset):
     """
 
     def __init__(self, clips: VosClips | VosWorld, frames: Sequence[int] | None = None, *, flow: str = "image",
-                 exact: bool = False) -> None:
+                 exact: bool = False, per_clip: int | None = None) -> None:
         self.clips = clips if isinstance(clips, VosClips) else VosClips([clips])
         if flow not in ("image", "raw"):
             raise ValueError(f"flow must be 'image' or 'raw', got {flow!r}")
@@ -106,11 +107,15 @@ class VosFrames(Dataset):
         for c in range(len(self.clips)):
             world, i = self.clips.locate(c)
             steps = world.flow.shape[2]
-            chosen = range(steps) if frames is None else [t for t in frames if 0 <= t < steps]
+            if per_clip is not None and per_clip < steps:  # evenly spaced, each at the middle of its share
+                chosen = sorted({int((k + 0.5) * steps / per_clip) for k in range(per_clip)})
+            else:
+                chosen = range(steps) if frames is None else [t for t in frames if 0 <= t < steps]
             index += [(c, t) for t in chosen]
         self._index = index
         self.clip_index = np.array([c for c, _ in index], dtype=np.int64)
         self.frame_index = np.array([t for _, t in index], dtype=np.int64)
+        self._images: dict[int, Tensor] = {}
 
     def __len__(self) -> int:
         return len(self._index)
@@ -121,8 +126,12 @@ class VosFrames(Dataset):
         c, t = self._index[k]
         world, i = self.clips.locate(c)
         rgb = world.data[i, :, t].float().div_(255.0)
-        flow = world.flow[i, :, t].float()
-        second = flow if self.flow == "raw" else flow_to_image(flow, self.scale)
+        if self.flow == "raw":
+            second = world.flow[i, :, t].float()
+        else:  # drawn once: training reads every example once per epoch
+            second = self._images.get(k)
+            if second is None:
+                second = self._images[k] = flow_to_image(world.flow[i, :, t].float(), self.scale)
         mask = (world.exact_masks if self.exact else world.masks)[i, t].float()[None]
         return rgb, second, mask
 
@@ -180,10 +189,10 @@ class VideoObjectSegmentation(Task):
         clips = dataset if isinstance(dataset, VosClips) else VosClips([dataset])
         return VosClips(clips.parts, limit=self.measure_count(profile))
 
-    def examples(self, dataset: Dataset) -> Dataset:
+    def examples(self, dataset: Dataset, per_clip: int | None = None) -> Dataset:
         from stdyn.data.worlds.vos import VosWorld
 
-        return VosFrames(dataset) if isinstance(dataset, (VosClips, VosWorld)) else dataset
+        return VosFrames(dataset, per_clip=per_clip) if isinstance(dataset, (VosClips, VosWorld)) else dataset
 
     def example(self, item: Any, index: int) -> Batch:
         expected = "(rgb (3, H, W), flow_image (3, H, W), mask (1, H, W))"
@@ -203,7 +212,8 @@ class VideoObjectSegmentation(Task):
         scale = profile.vos
         return {"epochs": scale.epochs, "batch_size": scale.batch_size, "optimizer": "sgd", "lr": scale.lr,
                 "weight_decay": scale.weight_decay, "momentum": 0.9, "warmup_epochs": 0.0, "schedule": "poly",
-                "appearance": scale.appearance, **profile.train_overrides_for(model)}
+                "appearance": scale.appearance, "examples_per_clip": scale.frames_per_clip,
+                "validate_every_epoch": scale.validate_every_epoch, **profile.train_overrides_for(model)}
 
     def inputs(self, model: nn.Module, batch: Batch) -> tuple[Any, ...]:
         return batch[0], batch[1]

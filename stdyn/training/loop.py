@@ -70,7 +70,10 @@ class TrainConfig:
     ``on_phase_change(model)`` runs right before it (e.g. to switch a dropout off).
     ``shuffle_frames`` trains and validates on clips whose frames are randomly permuted.
     ``appearance`` is the probability that a training clip is randomly recoloured
-    (:mod:`stdyn.training.augment`), drawn per clip and epoch from ``seed``.
+    (:mod:`stdyn.training.augment`), drawn per clip and epoch from ``seed``. ``examples_per_clip``
+    (tasks whose examples are frames of clips) trains on that many evenly spaced frames of each
+    clip instead of every frame; validation sees every frame. ``validate_every_epoch=False``
+    scores ``val_set`` after the last epoch only (the others' ``val_*`` are NaN).
     """
 
     epochs: int = 10
@@ -84,6 +87,8 @@ class TrainConfig:
     schedule: str = "cosine"
     shuffle_frames: bool = False
     appearance: float = 0.0
+    examples_per_clip: int | None = None
+    validate_every_epoch: bool = True
     label_smoothing: float = 0.0
     seed: int = 0
     device: str = "cpu"
@@ -103,6 +108,8 @@ class TrainConfig:
             raise ValueError(f"warmup_epochs must lie in [0, epochs={self.epochs}], got {self.warmup_epochs}")
         if not 0.0 <= self.appearance <= 1.0:
             raise ValueError(f"appearance is a probability in [0, 1], got {self.appearance}")
+        if self.examples_per_clip is not None and self.examples_per_clip < 1:
+            raise ValueError(f"examples_per_clip must be >= 1 (or None: every frame), got {self.examples_per_clip}")
         if self.finetune_epochs < 0:
             raise ValueError(f"finetune_epochs must be >= 0, got {self.finetune_epochs}")
 
@@ -526,7 +533,7 @@ def fit(
     """
     callbacks = list(callbacks or [])
     task = get_task(task)
-    train_set = task.examples(train_set)
+    train_set = task.examples(train_set, per_clip=config.examples_per_clip)
     val_set = task.examples(val_set) if val_set is not None else None
     columns = metric_columns(task)
     device = resolve_device(config.device)
@@ -625,7 +632,7 @@ def fit(
             ])
         loss_sum, score_sum, count = _all_reduce_sum(totals).tolist()
         val_score = float("nan")
-        if val_set is not None:
+        if val_set is not None and (config.validate_every_epoch or epoch + 1 == config.total_epochs):
             val_score = evaluate(model, val_set, batch_size=local_batch, shuffle_frames=config.shuffle_frames,
                                  seed=config.seed, device=device, amp=config.amp, num_workers=num_workers, task=task)
         row = dict(zip(columns, [epoch + 1, state.phase, first_lr, loss_sum / count, score_sum / count, val_score,
