@@ -28,8 +28,9 @@ def test_the_world_says_the_task():
     assert tasks.of_world("davis") is tasks.VOS and tasks.of_world("davis+ytvos") is tasks.VOS
     with pytest.raises(ValueError, match=r"unknown world 'davis\+ssv2'.*vos: davis"):
         tasks.of_world("davis+ssv2")
-    with pytest.raises(ValueError, match="choose one of action, vos"):
-        tasks.get("vis")
+    assert tasks.of_world("ytvis") is tasks.VIS and tasks.of_world("ovis") is tasks.VIS
+    with pytest.raises(ValueError, match="choose one of action, vos, vis"):
+        tasks.get("vps")
     assert tasks.get("vos") is tasks.VOS and tasks.get(tasks.ACTION) is tasks.ACTION
 
 

@@ -13,6 +13,9 @@ weights (``r3d_18``, ``mc3_18``, ``r2plus1d_18``, ``s3d``, ``mvit_v1_b``, ``mvit
 ``swin3d_t``), or ``"package.module:factory"`` for a model of your own. The two-stream video
 object segmentation models (:mod:`stdyn.models.vos`: ``fusionseg``, ``matnet``, ``rtnet``, ...)
 are here too: ``create("matnet", 1)`` has one mask output and is called ``model(rgb, flow_image)``.
+So are the video instance segmentation models (:mod:`stdyn.models.vis`: ``vistr_r50``,
+``vistr_r101``, small VisTR-like transformers): ``create("vistr_r50", num_classes)`` takes clips and
+returns one packed tensor, taken apart by :func:`stdyn.models.vis.unpack_outputs`.
 
 SlowOnly comes at any ResNet depth: ``create("slowonly", n, depth=18)`` (basic blocks) and
 ``create("slowonly", n, depth=50)`` (bottlenecks) are the two depths of the StaticDropout study;
@@ -37,13 +40,14 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from stdyn.models import vos
+from stdyn.models import vis, vos
 from stdyn.models.action import cnn3d, slowfast, torchvision_models, transformers, x3d
 from stdyn.models.layers import ClassifierHead, GlobalAvgPool, Normalize, Stage, check_clips, output_channels
 
 __all__ = [
     "ACTION_MODELS",
     "SEGMENTATION_MODELS",
+    "VIS_MODELS",
     "ClassifierHead",
     "GlobalAvgPool",
     "Normalize",
@@ -79,6 +83,8 @@ def _segmentation_builder(name: str) -> Callable[..., nn.Module]:
 
 _BUILDERS.update({name: _segmentation_builder(name) for name in vos.VOS_MODELS})
 SEGMENTATION_MODELS: tuple[str, ...] = tuple(vos.VOS_MODELS)
+_BUILDERS.update(vis.VIS_MODELS)  # video instance segmentation: builders taking num_classes
+VIS_MODELS: tuple[str, ...] = tuple(vis.VIS_MODELS)
 _BUILDERS.update({name: partial(torchvision_models.build, name) for name in torchvision_models.NAMES})
 
 

@@ -1,18 +1,20 @@
 """Tasks: what an item is, how inputs are packed, the loss, the metric, the pairs and the default
-layers of action recognition and video object segmentation (:class:`stdyn.tasks.base.Task`)."""
+layers of action recognition, video object segmentation and video instance segmentation (:class:`stdyn.tasks.base.Task`)."""
 from __future__ import annotations
 
 from stdyn.tasks.action import ACTION, ActionRecognition
 from stdyn.tasks.base import Task
+from stdyn.tasks.vis import VIS, VideoInstanceSegmentation
 from stdyn.tasks.vos import VOS, VideoObjectSegmentation
 
-TASKS: dict[str, Task] = {task.name: task for task in (ACTION, VOS)}
+TASKS: dict[str, Task] = {task.name: task for task in (ACTION, VOS, VIS)}
 
-__all__ = ["ACTION", "TASKS", "VOS", "ActionRecognition", "Task", "VideoObjectSegmentation", "get", "of_world"]
+__all__ = ["ACTION", "TASKS", "VIS", "VOS", "ActionRecognition", "Task", "VideoInstanceSegmentation",
+           "VideoObjectSegmentation", "get", "of_world"]
 
 
 def get(task: str | Task) -> Task:
-    """The task called ``task`` (``"action"`` or ``"vos"``); a Task is returned as is."""
+    """The task called ``task`` (``"action"``, ``"vos"`` or ``"vis"``); a Task is returned as is."""
     if isinstance(task, Task):
         return task
     if task not in TASKS:

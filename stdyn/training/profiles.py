@@ -33,6 +33,35 @@ class SegmentationScale:
 
 
 @dataclass(frozen=True)
+class InstanceScale:
+    """The video instance segmentation sizes of a profile: the ``ytvis``/``ovis`` clips, the
+    VisTR-like models (backbone width, transformer width, layers and instance queries) and their
+    AdamW training with appearance randomisation (clips are the training examples)."""
+
+    n_train: int  # training clips per world
+    n_val: int  # held-out clips per world (mask AP)
+    n_measure: int  # stylized davis clips measured
+    frames: int
+    size: int
+    width: int  # the backbone's base width (stages: w, 2w, 4w, 8w)
+    dim: int  # the transformer's width
+    heads: int
+    encoder_layers: int
+    decoder_layers: int
+    queries: int  # instance queries (each one predicts a track over all frames)
+    epochs: int
+    batch_size: int  # clips
+    lr: float
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 1.0
+    grad_clip: float | None = 1.0
+    # Recolouring half of the training clips, as the action models train, so that the models keep
+    # working on the measurement styles.
+    appearance: float = 0.5
+    validate_every_epoch: bool = True
+
+
+@dataclass(frozen=True)
 class Profile:
     """Sizes and training settings shared by every chapter at one scale."""
 
@@ -64,6 +93,7 @@ class Profile:
     # transformers, which learn more slowly from little data).
     train_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     vos: SegmentationScale = field(default_factory=lambda: _VOS["smoke"])
+    vis: InstanceScale = field(default_factory=lambda: _VIS["smoke"])
 
     @property
     def clip_shape(self) -> tuple[int, int, int, int]:
@@ -103,6 +133,17 @@ _VOS: dict[str, SegmentationScale] = {
                               lr=0.05),
 }
 
+_VIS: dict[str, InstanceScale] = {
+    "smoke": InstanceScale(n_train=16, n_val=8, n_measure=8, frames=8, size=16, width=4, dim=16, heads=2,
+                           encoder_layers=1, decoder_layers=1, queries=6, epochs=1, batch_size=8, lr=1e-3),
+    "quick": InstanceScale(n_train=600, n_val=100, n_measure=100, frames=8, size=32, width=8, dim=32, heads=2,
+                           encoder_layers=2, decoder_layers=2, queries=6, epochs=12, batch_size=8, lr=1e-3,
+                           validate_every_epoch=False),
+    # VisTR's 6 + 6 transformer layers.
+    "full": InstanceScale(n_train=6000, n_val=500, n_measure=500, frames=8, size=64, width=16, dim=128, heads=8,
+                          encoder_layers=6, decoder_layers=6, queries=10, epochs=30, batch_size=16, lr=1e-4),
+}
+
 _PROFILES: dict[str, Profile] = {
     # A chapter in seconds: tiny clips and datasets, two epochs. Used by the tests.
     "smoke": Profile(
@@ -123,6 +164,7 @@ _PROFILES: dict[str, Profile] = {
         device="cpu",
         model_kwargs=_token_grids(frames=8, size=16),
         vos=_VOS["smoke"],
+        vis=_VIS["smoke"],
     ),
     # The default book build on a 2-core CPU. The worlds randomise every clip's look, so a model
     # must learn motion in many appearances. 4800 clips in batches of 32 for 6 epochs take I3D,
@@ -160,6 +202,7 @@ _PROFILES: dict[str, Profile] = {
         # and sit at chance for several epochs on diving48 before they learn.
         train_overrides={name: {"epochs": 16, "lr": 2e-3} for name in ("timesformer", "mvit")},
         vos=_VOS["quick"],
+        vis=_VIS["quick"],
     ),
     # GPU scale: at 16x64x64 with bf16 the models train at 1.5k-10k clips/s on one H200, and the
     # data loader feeds about 1.5k clips/s per 3 workers, so 20k clips for 30 epochs take a few
@@ -188,6 +231,7 @@ _PROFILES: dict[str, Profile] = {
             "mvit": {"dim": 64, "frames": 16, "size": 64},
         },
         vos=_VOS["full"],
+        vis=_VIS["full"],
     ),
 }
 
