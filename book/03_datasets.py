@@ -306,7 +306,8 @@ avos_board.show()
 #
 # A VisTR-like model with the shallow backbone trains on each (the `ytvis` one is chapter 02's)
 # and is measured on the same stylized `davis` clips at the last encoder layer (the paper's layer
-# 6) and the last decoder layer (layer 12). The VIS testbed of chapter 02 comes first.
+# 6) and the last decoder layer (layer 12). The VIS testbed of chapter 02 comes first, on both
+# models: clearly above the constant tracks, and most of the mask AP kept on restyled clips.
 
 # %%
 # part: vis

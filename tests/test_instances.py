@@ -417,6 +417,11 @@ def test_clip_predictions_use_vistr_scoring():
     (top,) = clip_predictions(class_logits, mask_logits, top_k=2)
     assert top["labels"].tolist() == [0, 0] and top["scores"] == pytest.approx(out["scores"][[0, 2]])
     assert len(clip_predictions(class_logits[0], mask_logits[0])) == 1
+    # With mask quality, a score is also scaled by the mean foreground probability inside the mask.
+    (ranked,) = clip_predictions(class_logits, mask_logits, mask_quality=True)
+    sigmoid = 1 / (1 + math.exp(-0.5))
+    assert ranked["scores"] == pytest.approx([0.0, out["scores"][1] * sigmoid, 0.0])
+    assert np.array_equal(ranked["masks"], out["masks"]) and np.array_equal(ranked["labels"], out["labels"])
 
     # The outputs of a confident model of the ground truth score AP 1.
     class_logits, mask_logits, classes, masks = batch_of(4.0)

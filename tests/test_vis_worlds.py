@@ -209,7 +209,7 @@ def test_ovis_hides_instances_far_more_than_ytvis(ytvis, ovis):
     assert list(stats["ovis"].columns) == ["instances", "occlusion", "crossings", "hidden"]
     assert ov["instances"] > yt["instances"] + 1.5
     assert yt["occlusion"] < 0.03 and ov["occlusion"] > 0.15
-    assert ov["crossings"] > yt["crossings"] + 3.0 and yt["crossings"] < 0.6
+    assert ov["crossings"] > yt["crossings"] + 3.0 and yt["crossings"] < 1.0
     assert yt["hidden"] < 0.01 and ov["hidden"] > yt["hidden"]
     # each clip's occlusion is the share of its whole masks that instances in front hide
     masks, full = ovis.masks.bool(), ovis.full_masks()

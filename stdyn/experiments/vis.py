@@ -44,8 +44,8 @@ MIN_AP_MARGIN = 0.1
 
 def predict_clips(model: nn.Module, clips: VisClips, *, style: str = ORIGINAL, batch_size: int = 16,
                   device: str | torch.device = "cpu") -> list[dict[str, Any]]:
-    """Each clip's predicted tracks (:func:`~stdyn.tasks.instances.clip_predictions`), the clips
-    restyled in ``style`` first unless it is ``"original"``."""
+    """Each clip's predicted tracks (:func:`~stdyn.tasks.instances.clip_predictions`, scored by class
+    probability times mask quality), the clips restyled in ``style`` first unless it is ``"original"``."""
     loader = torch.utils.data.DataLoader(clips, batch_size=batch_size)
     model.to(device).eval()
     predictions: list[dict[str, Any]] = []
@@ -54,7 +54,7 @@ def predict_clips(model: nn.Module, clips: VisClips, *, style: str = ORIGINAL, b
             if style != ORIGINAL:
                 clip = stylize.stylize(clip, style)
             class_logits, mask_logits = split_outputs(model(clip.to(device)).float().cpu(), masks)
-            predictions += instances.clip_predictions(class_logits, mask_logits)
+            predictions += instances.clip_predictions(class_logits, mask_logits, mask_quality=True)
     return predictions
 
 

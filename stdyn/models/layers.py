@@ -281,3 +281,14 @@ def output_channels(module: nn.Module) -> int | None:
         if isinstance(layer, nn.LayerNorm):
             return layer.normalized_shape[-1]
     return None
+
+
+class Transient(dict):
+    """Per-pass tensors kept on a model (still attached to the autograd graph): neither copied nor
+    pickled, so ``copy.deepcopy(model)`` and ``torch.save(model)`` work after a forward pass."""
+
+    def __deepcopy__(self, memo: dict) -> Transient:
+        return Transient()
+
+    def __reduce__(self) -> tuple:
+        return (Transient, ())

@@ -31,16 +31,17 @@ class for the whole clip and a mask in every frame. Ours, at a scale that trains
   any length work);
 - ``class_head``: a linear layer to ``num_classes + 1`` logits per query token, averaged over an
   instance's T frames: one class per instance and clip;
-- the mask head: ``pixel_embed`` fuses the stride-4 backbone features (``layer2``, through the
-  1x1 convolution ``lateral``) with the encoder memory upsampled to their size (summed, as in an
-  FPN; then 3x3 and 1x1 convolutions to ``dim`` channels); the mask logit of instance q at a
-  pixel of frame t is the dot product of ``mask_embed(query token (q, t))`` (a 2-layer MLP) with
-  that pixel's embedding, divided by sqrt(dim); ``refine`` adds a residual of two small 3D
-  convolutions over (T, h, w) (:class:`FrameConv3d`, ``refine_channels`` hidden channels) to
-  every instance's mask sequence, as VisTR refines each instance's masks with 3D convolutions;
-  then the masks are upsampled (bilinear) from stride 4 to H x W. Like VisTR's (and DETR's)
-  mask head, ours works at a quarter of the input resolution: 3D convolutions at full
-  resolution would more than double the cost of a training step.
+- the mask head: a small FPN turns the encoder memory into per-pixel embeddings at half the
+  input resolution: upsampled to stride 4 and added to ``layer2``'s features (through a 1x1
+  convolution in ``laterals``, then a 3x3 convolution), upsampled again to stride 2 and added to
+  ``layer1``'s (a 1x1 convolution, a ReLU), then ``pixel_embed`` (1x1). The mask logit of
+  instance q at a pixel of frame t is the dot product of ``mask_embed(query token (q, t))`` (a
+  2-layer MLP) with that pixel's embedding, divided by sqrt(dim); ``refine`` adds a residual of
+  two small 3D convolutions over (T, h, w) (:class:`FrameConv3d`, ``refine_channels`` hidden
+  channels) to every instance's mask sequence, as VisTR refines each instance's masks with 3D
+  convolutions; then the masks are upsampled (bilinear) to H x W. At stride 4 (VisTR's and
+  DETR's mask heads work at a quarter of the input resolution) the objects of a 32-pixel clip
+  span two or three cells.
 
 The model returns one tensor (the project's training loop and probe expect a tensor):
 :func:`pack_outputs` puts the class logits and the flattened mask logits side by side,
@@ -83,7 +84,7 @@ __all__ = [
 BACKBONES: dict[str, tuple[int, ...]] = {"r50": (1, 1, 1, 1), "r101": (2, 2, 2, 2)}
 """Residual blocks per backbone stage, by backbone name (the stand-ins for ResNet-50 and -101)."""
 STAGE_STRIDES = (1, 2, 2, 1)  # after the stride-2 stem: stride 2, 4, 8, 8
-PIXEL_STAGE = 2  # the backbone stage whose (stride-4) features the mask head reads
+MASK_STAGES = (2, 1)  # the backbone stages whose features (stride 4, then 2) the mask head adds, coarse to fine
 
 
 # ---------------------------------------------------------------------------------------------
@@ -198,8 +199,9 @@ class FrameConv3d(nn.Conv3d):
 class FrameBackbone(nn.Module):
     """``stem`` (conv 3x3, stride 2, BN, ReLU) and ``layer1`` .. ``layer4``
     (:class:`~stdyn.models.vos.ResidualBlock2d`, widths ``(w, 2w, 4w, 8w)``, strides
-    ``(1, 2, 2, 1)``, ``blocks[k]`` blocks each) on frames (N, 3, H, W); returns the stride-4
-    features of ``layer2`` (N, 2w, H/4, W/4) and the stride-8 features of ``layer4`` (N, 8w, H/8, W/8)."""
+    ``(1, 2, 2, 1)``, ``blocks[k]`` blocks each) on frames (N, 3, H, W); returns every stage's
+    output: ``layer1`` (N, w, H/2, W/2), ``layer2`` (N, 2w, H/4, W/4), ``layer3`` and ``layer4``
+    (N, 8w, H/8, W/8)."""
 
     def __init__(self, width: int, blocks: Sequence[int]) -> None:
         super().__init__()
@@ -213,14 +215,13 @@ class FrameBackbone(nn.Module):
             self.add_module(f"layer{k}", nn.Sequential(*layers))
             channels = out
 
-    def forward(self, frames: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, frames: Tensor) -> list[Tensor]:
         x = self.stem(frames)
-        early = x
+        outputs = []
         for k in range(1, 5):
             x = getattr(self, f"layer{k}")(x)
-            if k == PIXEL_STAGE:
-                early = x
-        return early, x
+            outputs.append(x)
+        return outputs
 
 
 class VisTR(nn.Module):
@@ -282,9 +283,13 @@ class VisTR(nn.Module):
                 dim, heads, dim_feedforward=4 * dim, dropout=0.0, batch_first=True))
             self.stages.append(Stage(f"decoder{k}", dim, "decoder"))
         self.class_head = nn.Linear(dim, num_classes + 1)
+        self.pool_proj = nn.Linear(dim, dim)
         self.mask_embed = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim))
-        self.lateral = nn.Conv2d(widths[PIXEL_STAGE - 1], dim, 1)
-        self.pixel_embed = nn.Sequential(conv_bn(dim, dim, 3), nn.Conv2d(dim, dim, 1))
+        self.laterals = nn.ModuleList(nn.Conv2d(widths[k - 1], dim, 1) for k in MASK_STAGES)
+        # a 3x3 convolution after the stride-4 sum; at stride 2 a ReLU only (a 3x3 there costs a
+        # third of a training step)
+        self.smooth = nn.ModuleList([conv_bn(dim, dim, 3), nn.ReLU()])
+        self.pixel_embed = nn.Conv2d(dim, dim, 1)
         self.refine = nn.Sequential(FrameConv3d(1, refine_channels), nn.ReLU(), FrameConv3d(refine_channels, 1))
         self._encoders = encoder_layers
         self._decoders = decoder_layers
@@ -311,33 +316,43 @@ class VisTR(nn.Module):
         # Not in channels-last memory: it is faster on the CPU, but torch 2.14's backward of these
         # small convolutions can abort with a double free (width 4 at 16 px).
         frame_batch = x.transpose(1, 2).reshape(batch * frames, 3, height, width)
-        early, late = self.backbone(frame_batch)
-        features = self.input_proj(late)  # (B*T, dim, h, w)
+        stages = self.backbone(frame_batch)
+        features = self.input_proj(stages[-1])  # (B*T, dim, h, w)
         h, w = features.shape[-2:]
         tokens = features.permute(0, 2, 3, 1).reshape(batch, frames * h * w, self.dim)  # t-major
         memory = tokens + position_encoding(frames, h, w, self.dim, tokens.device).to(tokens.dtype)
         for k in range(1, self._encoders + 1):
             memory = getattr(self, f"encoder{k}")(memory)
 
+        grid = memory.reshape(batch * frames, h, w, self.dim).permute(0, 3, 1, 2)  # (B*T, dim, h, w)
+        for k, lateral, smooth in zip(MASK_STAGES, self.laterals, self.smooth):  # an FPN, coarse to fine
+            feature = lateral(stages[k - 1])
+            grid = smooth(feature + F.interpolate(grid, size=feature.shape[-2:], mode="bilinear", align_corners=False))
+        pixels = self.pixel_embed(grid)  # (B*T, dim, H/2, W/2)
+        pixels = pixels.permute(0, 2, 3, 1).reshape(batch, frames, *pixels.shape[-2:], self.dim)
+
         queries = self.instance_embed.weight[:, None, :] + frame_encoding(frames, self.dim, memory.device)[None]
         hs = queries.reshape(1, -1, self.dim).expand(batch, -1, -1)  # (B, Q*T, dim), q-major
         for k in range(1, self._decoders + 1):
             hs = getattr(self, f"decoder{k}")(hs, memory)
-        hs = hs.view(batch, self.num_queries, frames, self.dim)
-        class_logits = self.class_head(hs).mean(dim=2)
+        return self._heads(hs, pixels, (height, width))
 
-        grid = memory.reshape(batch * frames, h, w, self.dim).permute(0, 3, 1, 2)  # channels-last (B*T, dim, h, w)
-        lateral = self.lateral(early)
-        grid = F.interpolate(grid, size=lateral.shape[-2:], mode="bilinear", align_corners=False)
-        pixels = self.pixel_embed(lateral + grid)  # (B*T, dim, h4, w4)
-        h4, w4 = pixels.shape[-2:]
-        pixels = pixels.permute(0, 2, 3, 1).reshape(batch, frames, h4 * w4, self.dim)
-        masks = torch.einsum("bqtc,btpc->bqtp", self.mask_embed(hs), pixels) / math.sqrt(self.dim)
-        masks = masks.reshape(batch * self.num_queries, 1, frames, h4, w4)
-        masks = (masks + self.refine(masks)).squeeze(1)  # (B*Q, T, h4, w4)
-        if (h4, w4) != (height, width):
-            masks = F.interpolate(masks, size=(height, width), mode="bilinear", align_corners=False)
-        return class_logits, masks.view(batch, self.num_queries, frames, height, width)
+    def _heads(self, hs: Tensor, pixels: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        """Class logits (B, Q, K + 1) and mask logits (B, Q, T, H, W) from decoder tokens
+        (B, Q*T, dim) and pixel embeddings (B, T, h, w, dim)."""
+        batch, frames, h2, w2, _ = pixels.shape
+        hs = hs.reshape(batch, self.num_queries, frames, self.dim)
+        masks = torch.einsum("bqtc,bthwc->bqthw", self.mask_embed(hs), pixels) / math.sqrt(self.dim)
+        masks = masks.reshape(batch * self.num_queries, 1, frames, h2, w2)
+        masks = (masks + self.refine(masks)).squeeze(1)  # (B*Q, T, H/2, W/2)
+        # The class reads the instance's tokens and the pixel embeddings under its mask: at stride 8
+        # an object of a small clip covers a token or two, too coarse for its shape.
+        weights = masks.sigmoid().view(batch, self.num_queries, frames, h2, w2)
+        pooled = torch.einsum("bqthw,bthwc->bqc", weights, pixels) / weights.sum((2, 3, 4))[..., None].clamp(min=1e-3)
+        class_logits = self.class_head(hs.mean(dim=2) + self.pool_proj(pooled))
+        if (h2, w2) != size:
+            masks = F.interpolate(masks, size=size, mode="bilinear", align_corners=False)
+        return class_logits, masks.view(batch, self.num_queries, frames, *size)
 
     def forward(self, clips: Tensor) -> Tensor:
         return pack_outputs(*self.forward_parts(clips))

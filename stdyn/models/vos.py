@@ -56,7 +56,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stdyn.models.fusion import FUSIONS, make_fusion
-from stdyn.models.layers import Normalize, Stage, init_weights
+from stdyn.models.layers import Normalize, Stage, Transient, init_weights
 
 __all__ = [
     "CROSS_CONNECTIONS",
@@ -211,17 +211,6 @@ class Decoder(nn.Module):
 # The model
 
 
-class _Transient(dict):
-    """Per-pass tensors kept on a model (still attached to the autograd graph): neither copied nor
-    pickled, so ``copy.deepcopy(model)`` and ``torch.save(model)`` work after a forward pass."""
-
-    def __deepcopy__(self, memo: dict) -> _Transient:
-        return _Transient()
-
-    def __reduce__(self) -> tuple:
-        return (_Transient, ())
-
-
 class TwoStreamVOS(nn.Module):
     """A two-stream (or single-stream baseline) segmentation model; see the module docstring.
 
@@ -298,7 +287,7 @@ class TwoStreamVOS(nn.Module):
                 self.stages.append(Stage(f"fusion{k}", c, "fusion", k))
             in_channels = c
         self.decoder = Decoder({k: channels[k - 1] for k in fused}, num_outputs, boundary)
-        self._transient = _Transient()
+        self._transient = Transient()
         init_weights(self)
         for module in self.modules():
             if isinstance(module, ResidualBlock2d):

@@ -565,15 +565,18 @@ def video_ap(predictions: Sequence[Any], ground_truths: Sequence[Any],
 
 
 @torch.no_grad()
-def clip_predictions(class_logits: Tensor, mask_logits: Tensor, *,
-                     top_k: int | None = None) -> list[dict[str, np.ndarray]]:
+def clip_predictions(class_logits: Tensor, mask_logits: Tensor, *, top_k: int | None = None,
+                     mask_quality: bool = False) -> list[dict[str, np.ndarray]]:
     """Model outputs of a batch, (B, Q, K + 1) and (B, Q, T, H, W) (or one clip without B), as the
     per-clip predictions :func:`video_ap` takes: one dict per clip with ``masks`` (P, T, H, W)
     bool (``logits > 0``), ``scores`` (P,) float64 and ``labels`` (P,) int64.
 
     VisTR's scoring: each query's label is its most probable real class (never "no object"), its
-    score that class's softmax probability over all K + 1 classes. All queries are kept, in query
-    order; with ``top_k`` the ``top_k`` highest-scoring ones, by descending score (stable).
+    score that class's softmax probability over all K + 1 classes. With ``mask_quality`` the score
+    is multiplied by the mean foreground probability inside the predicted mask (0 for an empty
+    one), as Mask2Former ranks its predictions: a confident class over a vague mask then ranks
+    below a clear track. All queries are kept, in query order; with ``top_k`` the ``top_k``
+    highest-scoring ones, by descending score (stable).
     """
     if class_logits.dim() == 2 and mask_logits.dim() == 4:
         class_logits, mask_logits = class_logits.unsqueeze(0), mask_logits.unsqueeze(0)
@@ -583,7 +586,11 @@ def clip_predictions(class_logits: Tensor, mask_logits: Tensor, *,
                          f"{tuple(class_logits.shape)} and {tuple(mask_logits.shape)}")
     probs = class_logits.float().softmax(-1)[..., :-1]
     scores, labels = probs.max(-1)
-    masks = (mask_logits > 0).cpu().numpy()
+    foreground = mask_logits > 0
+    if mask_quality:
+        inside = (mask_logits.float().sigmoid() * foreground).flatten(2).sum(-1)
+        scores = scores * inside / foreground.flatten(2).sum(-1).clamp(min=1)
+    masks = foreground.cpu().numpy()
     scores, labels = scores.double().cpu().numpy(), labels.long().cpu().numpy()
     out = []
     for b in range(class_logits.shape[0]):

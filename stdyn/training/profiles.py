@@ -55,9 +55,9 @@ class InstanceScale:
     weight_decay: float = 1e-4
     warmup_epochs: float = 1.0
     grad_clip: float | None = 1.0
-    # Recolouring half of the training clips, as the action models train, so that the models keep
-    # working on the measurement styles.
-    appearance: float = 0.5
+    # Every training clip recoloured (not half, as the action models): the measurement styles
+    # otherwise took away two thirds of a quick model's mask AP.
+    appearance: float = 1.0
     validate_every_epoch: bool = True
 
 
@@ -136,8 +136,11 @@ _VOS: dict[str, SegmentationScale] = {
 _VIS: dict[str, InstanceScale] = {
     "smoke": InstanceScale(n_train=16, n_val=8, n_measure=8, frames=8, size=16, width=4, dim=16, heads=2,
                            encoder_layers=1, decoder_layers=1, queries=6, epochs=1, batch_size=8, lr=1e-3),
+    # 600 clips of ytvis, 12 epochs: about 3 minutes for R50 on one core. With every clip
+    # recoloured the models keep about 0.7 of their mask AP on the measurement styles, with half of
+    # them about 0.35; 480 clips gave half the mask AP of 600.
     "quick": InstanceScale(n_train=600, n_val=100, n_measure=100, frames=8, size=32, width=8, dim=32, heads=2,
-                           encoder_layers=2, decoder_layers=2, queries=6, epochs=12, batch_size=8, lr=1e-3,
+                           encoder_layers=2, decoder_layers=2, queries=6, epochs=12, batch_size=8, lr=3e-3,
                            validate_every_epoch=False),
     # VisTR's 6 + 6 transformer layers.
     "full": InstanceScale(n_train=6000, n_val=500, n_measure=500, frames=8, size=64, width=16, dim=128, heads=8,

@@ -42,7 +42,7 @@ from . import appearance, base, render, vos
 from .base import linear_path, render_chunks, single_thread, split_rng
 from .vos import Pose
 
-VIS_CLASSES: tuple[str, ...] = ("ellipse", "rectangle", "triangle", "diamond")
+VIS_CLASSES: tuple[str, ...] = ("ellipse", "triangle", "half_disc", "l_shape")
 MAX_INSTANCES = 6
 CACHE_FORMAT = 1
 
@@ -72,14 +72,14 @@ VIS_SETTINGS: dict[str, VisSettings] = {
         "YouTube-VIS stand-in: one to three instances per clip, placed apart on paths that rarely "
         "cross, so instances seldom hide one another. Each instance's class is its shape, its "
         "colours and texture are random. A single frame shows every instance in nearly all clips.",
-        frames=8, instances=(1, 3), position_spread=None, radius=(0.13, 0.2), speed=(0.01, 0.04), spin=0.06,
+        frames=8, instances=(1, 3), position_spread=None, radius=(0.15, 0.22), speed=(0.01, 0.04), spin=0.06,
         scale_change=(0.9, 1.1), layouts=8, camera_rate=0.2,
     ),
     "ovis": VisSettings(
         "OVIS stand-in: three to five instances per clip on paths through a shared central region, "
         "which they pass at different times, stacked in depth: instances hide one another often, "
         "in part or wholly for some frames. A single frame may miss instances the clip shows.",
-        frames=8, instances=(3, 5), position_spread=0.1, radius=(0.12, 0.19), speed=(0.015, 0.045), spin=0.06,
+        frames=8, instances=(3, 5), position_spread=0.1, radius=(0.14, 0.21), speed=(0.015, 0.045), spin=0.06,
         scale_change=(0.9, 1.1), crossing_time=(0.15, 0.85), camera_rate=0.2,
     ),
 }
